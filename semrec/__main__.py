@@ -1,0 +1,5 @@
+import sys
+
+from semrec.cli import main
+
+sys.exit(main())
