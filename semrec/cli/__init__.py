@@ -13,7 +13,9 @@ from semrec.errors import SemrecError
 
 # Modules under semrec.cli that define register(subparsers), in the order shown by --help.
 COMMAND_MODULES = [
-    # "data",
+    "data",
+    "cf",
+    "embed", "tokenize",
 ]
 
 

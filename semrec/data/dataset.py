@@ -10,8 +10,17 @@ How each protocol fills the splits:
   valid = (seq[:-2], seq[-2]), train = (seq[:-3], seq[-3]). `Examples.expand_prefixes` yields
   every (seq[:k], seq[k]) of the training sequences, as TIGER and SASRec train.
 
+Datasets built from a full event log (protocol P, raw dumps, imports) also carry `interactions`:
+one row per kept event, ordered by user then time, columns `user_id`, `item_id`, `timestamp` (-1 if
+unknown), `split` ("train"/"valid"/"test": the split whose examples target the event, where with
+leave-one-out every event before the valid target is "train"; "none" for events no example targets)
+plus any extra columns kept (e.g. `rating`). It is the WHOLE log, valid and test
+targets included: train only on the events the split allows. Protocol T has no full log (None).
+
 On disk (`SeqDataset.save_pretrained(dir)`): `meta.json`, `items.parquet`, `users.parquet`
-(raw user ids), and `{train,valid,test}.npz` (no pickles). Written atomically.
+(raw user ids), `{train,valid,test}.npz` (no pickles) and `interactions.parquet` when present.
+Written atomically. List-valued item fields (categories, attributes) load back as Python lists and
+missing strings as None.
 """
 
 from __future__ import annotations
@@ -140,15 +149,21 @@ class SeqDataset:
     users: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"raw_id": pd.Series([], dtype=str)}))
     protocol: str = "custom"  # "T", "P", or "custom"
     info: dict = field(default_factory=dict)  # provenance, preprocessing, counts of dropped rows, ...
+    interactions: pd.DataFrame | None = None  # full event log (see module docstring), or None
 
     def __post_init__(self) -> None:
         missing = [s for s in SPLITS if s not in self.splits]
         if missing:
             raise SemrecError(f"dataset {self.name}: missing split(s) {missing}")
+        self.items = _plain_cells(self.items.copy())  # text cells: str or None; list cells: lists
+        self.users = _plain_cells(self.users.copy())
+        if self.interactions is not None:
+            self.interactions = _plain_cells(self.interactions.reset_index(drop=True))
         if "title" not in self.items.columns:
-            self.items["title"] = None
+            self.items["title"] = pd.Series([None] * len(self.items), index=self.items.index, dtype=object)
         if "raw_id" not in self.items.columns:
-            self.items["raw_id"] = [str(i) for i in range(len(self.items))]
+            self.items["raw_id"] = pd.Series([str(i) for i in range(len(self.items))], index=self.items.index,
+                                             dtype=object)
 
     @property
     def num_items(self) -> int:
@@ -184,6 +199,13 @@ class SeqDataset:
                 if len(arr) and (arr.min() < 0 or arr.max() >= hi):
                     bad = arr[(arr < 0) | (arr >= hi)][0]
                     raise SemrecError(f"dataset {self.name}: {s} split has {what} id {bad} outside 0..{hi - 1}")
+        if self.interactions is not None:
+            for col, hi in (("user_id", u), ("item_id", n)):
+                if col not in self.interactions.columns:
+                    raise SemrecError(f"dataset {self.name}: interactions table has no column '{col}'")
+                arr = self.interactions[col].to_numpy()
+                if len(arr) and (arr.min() < 0 or arr.max() >= hi):
+                    raise SemrecError(f"dataset {self.name}: interactions.{col} outside 0..{hi - 1}")
 
     def save_pretrained(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """Write the dataset directory atomically."""
@@ -198,10 +220,14 @@ class SeqDataset:
             users.to_parquet(tmp / "users.parquet", index=False)
             for s in SPLITS:
                 np.savez(tmp / f"{s}.npz", **self.splits[s]._arrays())
+            if self.interactions is not None:
+                self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
             write_json(tmp / "meta.json", {
                 "format": "semrec-dataset", "format_version": FORMAT_VERSION, "name": self.name,
                 "protocol": self.protocol, "num_items": self.num_items, "num_users": self.num_users,
-                "split_sizes": {s: len(self.splits[s]) for s in SPLITS}, "info": self.info,
+                "split_sizes": {s: len(self.splits[s]) for s in SPLITS},
+                "num_interactions": None if self.interactions is None else len(self.interactions),
+                "info": self.info,
             })
         return Path(out)
 
@@ -223,6 +249,14 @@ class SeqDataset:
             raise SemrecError(f"{path}/items.parquet: item_id must be 0..N-1 in order")
         items = items.drop(columns=["item_id"])
         users = users.drop(columns=["user_id"])
+        interactions = None
+        if (path / "interactions.parquet").is_file():
+            try:
+                interactions = pd.read_parquet(path / "interactions.parquet")
+            except (OSError, ValueError) as e:
+                raise SemrecError(f"{path}/interactions.parquet: cannot read ({e})") from None
+            if len(interactions) != meta.get("num_interactions"):
+                raise SemrecError(f"{path}: meta.json interaction count disagrees with interactions.parquet")
         splits = {}
         for s in SPLITS:
             f = path / f"{s}.npz"
@@ -234,11 +268,30 @@ class SeqDataset:
             except (OSError, ValueError, KeyError) as e:
                 raise SemrecError(f"{f}: corrupt split file ({e})") from None
         ds = cls(name=meta["name"], items=items, splits=splits, users=users,
-                 protocol=meta.get("protocol", "custom"), info=meta.get("info", {}))
+                 protocol=meta.get("protocol", "custom"), info=meta.get("info", {}), interactions=interactions)
         if ds.num_items != meta.get("num_items") or ds.num_users != meta.get("num_users"):
             raise SemrecError(f"{path}: meta.json counts disagree with the tables (truncated or edited?)")
         ds.validate()
         return ds
+
+
+def _plain_value(v):
+    if isinstance(v, np.ndarray):
+        return [_plain_value(x) for x in v.tolist()] if v.dtype == object else v.tolist()
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def _plain_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo parquet's reading conventions: list cells come back as lists (not arrays), missing text as None."""
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == object:
+            df[c] = pd.Series([_plain_value(v) for v in col.tolist()], index=df.index, dtype=object)
+        elif pd.api.types.is_string_dtype(col.dtype):  # pandas' str dtype: NaN for missing
+            df[c] = col.astype(object).where(col.notna(), None)
+    return df
 
 
 def load_dataset(path: str | Path) -> SeqDataset:

@@ -1,0 +1,216 @@
+"""The CF teacher interface every later stage uses, and its save/load.
+
+A teacher maps histories -- 0-based item ids LEFT-padded with -1, most recent item last, exactly what
+`Examples.padded_histories(L)` returns -- to one score per item:
+
+    logits = teacher.item_logits(histories)      # (B, L) LongTensor -> (B, N) FloatTensor
+    emb = teacher.item_embeddings()              # (N, d), the output item table (logits = h @ emb.T)
+
+Internally ids are shifted by +1 so that 0 is padding (and N + 1 is BERT4Rec's [mask]).
+Artifacts follow Hugging Face's shape: `save_pretrained(dir)` writes `config.json` (teacher type,
+num_items, model config, plus optional extra metadata) and `model.safetensors`;
+`CFTeacher.from_pretrained(dir)` picks the class by the type name in config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from semrec.config import config_to_dict, load_config
+from semrec.errors import SemrecError
+from semrec.io import atomic_dir, read_json, write_json
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "semrec-cf-teacher"
+
+# name -> class; filled by the @register_teacher decorator of each model module
+TEACHERS: dict[str, type["CFTeacher"]] = {}
+
+
+def register_teacher(cls: type["CFTeacher"]) -> type["CFTeacher"]:
+    TEACHERS[cls.name] = cls
+    return cls
+
+
+def get_teacher_class(name: str) -> type["CFTeacher"]:
+    if name not in TEACHERS:
+        raise SemrecError(f"unknown CF teacher '{name}'; known: {', '.join(sorted(TEACHERS))}")
+    return TEACHERS[name]
+
+
+class CFTeacher(nn.Module):
+    """Base class: a sequential recommender scoring all N items from a left-padded history.
+
+    Subclasses set `name`, `config_class`, build their layers in `__init__(num_items, config)` and
+    implement `encode(ids) -> (B, L, d)` hidden states and `training_pairs(windows, generator)`.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    # how the trainer cuts sequences into windows: window length = max_len + window_extra;
+    # consecutive windows of one sequence overlap by `window_overlap` items
+    window_extra: ClassVar[int] = 1
+    window_overlap: ClassVar[int] = 1
+
+    def __init__(self, num_items: int, config: Any) -> None:
+        super().__init__()
+        if num_items < 1:
+            raise SemrecError(f"{self.name}: num_items must be positive, got {num_items}")
+        if not isinstance(config, self.config_class):
+            raise SemrecError(f"{self.name}: expected a {self.config_class.__name__}, got {type(config).__name__}")
+        self.num_items = int(num_items)
+        self.config = config
+        self.max_len = int(config.max_len)
+        self.hidden = int(config.hidden)
+        # row 0 = padding, rows 1..N = items (+ extra rows such as [mask] in subclasses)
+        self.item_emb = nn.Embedding(self.num_items + 1 + self.num_special_tokens(), self.hidden, padding_idx=0)
+
+    @classmethod
+    def num_special_tokens(cls) -> int:
+        return 0
+
+    # ---- the public interface -------------------------------------------------------------------
+    def item_embeddings(self) -> torch.Tensor:
+        """(N, d) output embedding of each item (row i = item i)."""
+        return self.item_emb.weight[1:self.num_items + 1]
+
+    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(M, d) user/sequence states -> (M, N) item logits."""
+        return hidden @ self.item_embeddings().T
+
+    def item_logits(self, histories: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) left-padded 0-based histories (-1 = padding) -> (B, N) logits for the next item.
+
+        Only the last `max_len` items are used. `lengths` (B,), if given, marks the last lengths[b]
+        columns of row b as the history; anything before them is treated as padding.
+        """
+        return self.score_hidden(self.user_states(histories, lengths))
+
+    def user_states(self, histories: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) histories -> (B, d) the state whose dot product with item embeddings gives the logits."""
+        ids = self.prepare_histories(histories, lengths)
+        return self.encode_last(ids)
+
+    # ---- helpers for subclasses ------------------------------------------------------------------
+    def prepare_histories(self, histories: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Validate, apply `lengths`, keep the last `history_len` columns, shift to 1-based (0 = pad)."""
+        device = self.item_emb.weight.device
+        h = torch.as_tensor(histories, device=device).long()
+        if h.dim() != 2:
+            raise SemrecError(f"{self.name}: histories must be (B, L), got shape {tuple(h.shape)}")
+        if h.numel() and int(h.max()) >= self.num_items:
+            raise SemrecError(f"{self.name}: history item id {int(h.max())} outside 0..{self.num_items - 1}")
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=device).long().reshape(-1)
+            if lengths.shape[0] != h.shape[0]:
+                raise SemrecError(f"{self.name}: {lengths.shape[0]} lengths for {h.shape[0]} histories")
+            cols = torch.arange(h.shape[1], device=device)
+            h = torch.where(cols[None, :] >= h.shape[1] - lengths[:, None], h, torch.full_like(h, -1))
+        keep = self.history_len()
+        if h.shape[1] > keep:
+            h = h[:, -keep:]
+        ids = torch.where(h >= 0, h + 1, torch.zeros_like(h))
+        return trim_left_padding(ids)
+
+    def history_len(self) -> int:
+        """How many history items the model reads (BERT4Rec reserves one slot for [mask])."""
+        return self.max_len
+
+    def encode_last(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) 1-based left-padded ids -> (B, d) state at the last position."""
+        return self.encode(ids)[:, -1]
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """(B, W) 0-based windows (-1 left padding) -> (hidden (M, d), targets (M,) 0-based):
+        the states and the items they must predict, only at positions that have a real target."""
+        raise NotImplementedError
+
+    # ---- save / load -----------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {"format": FORMAT, "teacher_type": self.name, "num_items": self.num_items,
+                "model": config_to_dict(self.config)}
+
+    def save_pretrained(self, out: str | Path, *, extra: dict | None = None, overwrite: bool = True) -> Path:
+        """Write `config.json` + `model.safetensors` to `out` (atomically; an existing dir is replaced)."""
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            self.save_to(tmp, extra=extra)
+        return Path(out)
+
+    def save_to(self, directory: str | Path, *, extra: dict | None = None) -> None:
+        """Write the two files into an existing directory (used inside a caller's atomic_dir)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        cfg = self.config_dict()
+        if extra:
+            cfg["extra"] = extra
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT, "teacher_type": self.name})
+        write_json(directory / CONFIG_NAME, cfg)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> "CFTeacher":
+        """Load a teacher directory; on the base class the concrete class comes from config.json."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_dir():
+            raise SemrecError(f"{path}: not a CF teacher directory (train one with 'semrec train-cf')")
+        meta = read_json(path / CONFIG_NAME)
+        if meta.get("format") != FORMAT:
+            raise SemrecError(f"{path / CONFIG_NAME}: not a semrec CF teacher config")
+        klass = get_teacher_class(str(meta.get("teacher_type")))
+        if cls is not CFTeacher and not issubclass(klass, cls):
+            raise SemrecError(f"{path}: holds a '{klass.name}' teacher, not a '{cls.name}'")
+        config = load_config(klass.config_class, meta.get("model", {}), name=f"{path / CONFIG_NAME}:model")
+        model = klass(int(meta["num_items"]), config)
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except (OSError, SafetensorError) as e:
+            raise SemrecError(f"{path / WEIGHTS_NAME}: cannot read weights ({e})") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise SemrecError(f"{path / WEIGHTS_NAME}: weights do not match the config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.eval()
+        if device is not None:
+            model.to(torch.device(device))
+        return model
+
+    @staticmethod
+    def read_extra(path: str | Path) -> dict:
+        """The `extra` metadata saved with a teacher (training info, dataset name, ...)."""
+        return read_json(Path(path) / CONFIG_NAME).get("extra", {})
+
+
+def trim_left_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding (0) in every row; keeps at least one column."""
+    if ids.shape[1] <= 1 or ids.shape[0] == 0:
+        return ids
+    nonpad = (ids != 0).any(0)
+    if not bool(nonpad.any()):
+        return ids[:, -1:]
+    first = int(nonpad.float().argmax())
+    return ids[:, first:]
+
+
+def positions_from_start(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) left-padded 1-based ids -> position of each item counted from the row's first real item
+    (0, 1, ...); padding gets 0. Counting from the start makes left padding irrelevant."""
+    valid = (ids != 0).long()
+    return (valid.cumsum(1) - 1).clamp(min=0) * valid
+
+
+def dataclass_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,280 @@
+"""Training a CF teacher: full-softmax cross-entropy (default) or sampled BCE, AdamW, early stopping
+on validation NDCG@10 with the best checkpoint restored, resumable per-epoch checkpoints.
+
+What the teacher trains on is defined in `semrec.cf.sequences` (train split only; valid added only
+with `include_valid`; the test split is never read). In short:
+- protocol P: each user's seq[:-2] (every item but the valid and test targets), every position;
+- protocol T: the 10,000 train rows, each history of 10 + target as one 11-item sequence, every
+  position (10 targets per row); valid/test histories are not used.
+With `include_valid=True` (a final test-time teacher), valid rows are added, no model selection is
+done, and training runs exactly `epochs` epochs (take the best epoch of a selection run).
+
+Only positions that carry a real target are scored: the trainer cuts sequences into windows,
+groups windows of similar length (each batch holds about `batch_size` windows' worth of targets),
+trims the padding columns of each batch, and computes the (M, N) logits for the M real targets only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semrec.cf.base import CFTeacher
+from semrec.cf.evaluate import evaluate_teacher
+from semrec.cf.sequences import make_windows, training_sequences, window_lengths
+from semrec.config import config_to_dict
+from semrec.data.dataset import SeqDataset
+from semrec.errors import SemrecError
+from semrec.io import atomic_dir, atomic_file, read_json, write_json
+from semrec.metrics import DEFAULT_KS
+from semrec.utils import resolve_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50  # cap (early stopping usually ends sooner); exact count when include_valid
+    batch_size: int = 256  # windows per batch on average (batches are balanced by target count)
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    loss: Literal["ce", "bce"] = "ce"  # full softmax CE, or BCE with sampled negatives
+    num_negatives: int = 1  # per target, for loss = "bce"
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    patience: int = 5  # evaluations without improvement before stopping
+    eval_every: int = 1  # epochs between validation runs
+    metric: str = "ndcg@10"  # selection metric on the valid split
+    ks: tuple[int, ...] = DEFAULT_KS
+    eval_batch_size: int = 1024
+    exclude_history: bool = False  # remove history items from the ranking at evaluation
+    include_valid: bool = False  # also train on valid rows (no selection; fixed epochs)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for k in ("epochs", "batch_size", "num_negatives", "patience", "eval_every", "eval_batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be positive")
+        name, _, k = self.metric.partition("@")
+        if name not in ("hr", "recall", "ndcg") or not k.isdigit() or int(k) not in self.ks:
+            if self.metric != "mrr":
+                raise ValueError(f"metric must be hr@K, recall@K, ndcg@K (K in ks) or mrr, got {self.metric!r}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    best_valid: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    num_windows: int = 0
+    num_targets: int = 0
+    num_sequences: int = 0
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+    """Index batches of windows with similar lengths, each holding about batch_size * mean(lengths)
+    targets, in random order. `lengths` (W,) counts the targets of each window."""
+    w = len(lengths)
+    jitter = torch.rand(w, generator=generator).numpy()
+    order = np.lexsort((jitter, lengths))
+    budget = max(1.0, batch_size * float(lengths.mean()))
+    cum = np.cumsum(lengths[order])
+    cuts = np.searchsorted(cum, np.arange(budget, cum[-1], budget), side="right")
+    batches = [b for b in np.split(order, np.unique(cuts)) if len(b)]
+    perm = torch.randperm(len(batches), generator=generator).numpy()
+    return [batches[i] for i in perm]
+
+
+def loss_fn(model: CFTeacher, hidden: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+            generator: torch.Generator) -> torch.Tensor:
+    """Mean loss over the M scored positions. hidden (M, d), targets (M,) 0-based."""
+    if cfg.loss == "ce":
+        return F.cross_entropy(model.score_hidden(hidden), targets)
+    items = model.item_embeddings()
+    neg = torch.randint(0, model.num_items, (targets.shape[0], cfg.num_negatives), generator=generator)
+    neg = neg.to(targets.device)
+    pos_logit = (hidden * items[targets]).sum(-1)
+    neg_logit = torch.einsum("md,mkd->mk", hidden, items[neg])
+    valid_neg = (neg != targets[:, None]).float()  # a sampled negative equal to the target is ignored
+    pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="none")
+    neg_loss = F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="none")
+    return (pos_loss + (neg_loss * valid_neg).sum(-1)).mean()
+
+
+def _fingerprint(model: CFTeacher, dataset: SeqDataset, cfg: TrainConfig) -> str:
+    blob = json.dumps({"model": model.config_dict(), "train": config_to_dict(cfg), "data": dataset.name,
+                       "n": [len(dataset.train), len(dataset.valid), dataset.num_items]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- checkpoints (safetensors + JSON, never pickle) ---------------------------------------------
+def _save_checkpoint(ckpt_dir: Path, model, opt, best_state, gen, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v.contiguous() for k, v in best_state.items()})
+    osd = opt.state_dict()
+    for idx, st in osd["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().cpu().contiguous()
+    tensors["rng.gen"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    with atomic_dir(ckpt_dir / "last", overwrite=True) as tmp:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        write_json(tmp / "state.json", {**meta, "param_groups": osd["param_groups"]})
+
+
+def _load_checkpoint(ckpt_dir: Path, model, opt, gen) -> tuple[dict, dict | None]:
+    from safetensors.torch import load_file
+
+    path = ckpt_dir / "last"
+    meta = read_json(path / "state.json")
+    tensors = load_file(str(path / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    gen.set_state(tensors["rng.gen"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return meta, best
+
+
+def train_teacher(
+    model: CFTeacher,
+    dataset: SeqDataset,
+    cfg: TrainConfig,
+    *,
+    device: str | torch.device = "auto",
+    checkpoint_dir: str | Path | None = None,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    on_batch: Callable[[torch.Tensor], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place on `dataset` (see the module docstring); returns what happened.
+
+    checkpoint_dir: if given, the state after every epoch is saved there and a later call with the
+    same model/data/config resumes from it. log_path: a JSONL file, one line per epoch.
+    on_batch: called with every (B, W) window tensor the model is trained on (for instrumentation).
+    At the end the model holds the best validation checkpoint (or the last epoch if include_valid).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    dev = resolve_device(device) if isinstance(device, str) else device
+    gen = seed_everything(cfg.seed)
+    model.to(dev)
+    seqs, _ = training_sequences(dataset, include_valid=cfg.include_valid)
+    windows = make_windows(seqs, model.max_len + model.window_extra, model.window_overlap)
+    n_targets = window_lengths(windows) - model.window_overlap
+    if len(windows) == 0:
+        raise SemrecError(f"dataset {dataset.name}: no training sequence has two or more items")
+    select = not cfg.include_valid
+    if select and len(dataset.valid) == 0:
+        raise SemrecError(f"dataset {dataset.name}: the valid split is empty; early stopping needs it "
+                          "(or set include_valid with a fixed epoch count)")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_epoch, best_metric, best_epoch, bad, history = 1, -math.inf, 0, 0, []
+    best_state: dict | None = None
+    best_valid: dict[str, float] = {}
+    fp = _fingerprint(model, dataset, cfg)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and (ckpt / "last" / "state.json").is_file():
+        meta = read_json(ckpt / "last" / "state.json")
+        if meta.get("fingerprint") != fp:
+            raise SemrecError(f"{ckpt}: holds a partial run with another model/data/config; "
+                              "delete it or pass --restart")
+        meta, best_state = _load_checkpoint(ckpt, model, opt, gen)
+        start_epoch, best_metric, best_epoch = meta["epoch"] + 1, meta["best_metric"], meta["best_epoch"]
+        bad, history, best_valid = meta["bad"], meta["history"], meta["best_valid"]
+        if meta.get("stopped"):
+            start_epoch = cfg.epochs + 1
+
+    log = Path(log_path) if log_path is not None else None
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        te = time.time()
+        model.train()
+        batches = length_batches(n_targets, cfg.batch_size, gen)
+        total, count = 0.0, 0
+        bar = tqdm(batches, desc=f"{model.name} epoch {epoch}", disable=not progress, leave=False,
+                   mininterval=1.0)
+        for idx in bar:
+            w = torch.from_numpy(windows[idx])
+            w = w[:, -int((w >= 0).sum(1).max()):]  # drop all-padding columns
+            if on_batch is not None:
+                on_batch(w)
+            hidden, targets = model.training_pairs(w.to(dev), gen)
+            if targets.numel() == 0:
+                continue
+            loss = loss_fn(model, hidden, targets, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item() * targets.numel()
+            count += targets.numel()
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+        bar.close()
+        entry = {"epoch": epoch, "train_loss": total / max(count, 1), "train_targets": count,
+                 "epoch_time_s": round(time.time() - te, 3)}
+        stop = False
+        if select and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            tv = time.time()
+            valid = evaluate_teacher(model, dataset.valid, ks=cfg.ks, exclude_history=cfg.exclude_history,
+                                     batch_size=cfg.eval_batch_size)
+            entry["valid"] = valid
+            entry["eval_time_s"] = round(time.time() - tv, 3)
+            if valid[cfg.metric] > best_metric:
+                best_metric, best_epoch, bad, best_valid = valid[cfg.metric], epoch, 0, valid
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                stop = bad >= cfg.patience
+        history.append(entry)
+        if log is not None:  # rewritten whole each epoch, so a resumed run never duplicates lines
+            with atomic_file(log) as f:
+                f.writelines(json.dumps(h) + "\n" for h in history)
+        if progress:
+            v = entry.get("valid", {})
+            extra = f" valid {cfg.metric} {v[cfg.metric]:.4f} (best {best_metric:.4f} @ {best_epoch})" if v else ""
+            tqdm.write(f"{model.name} epoch {epoch}: loss {entry['train_loss']:.4f}{extra} "
+                       f"[{entry['epoch_time_s']:.0f}s]")
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, opt, best_state, gen, {
+                "fingerprint": fp, "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
+                "bad": bad, "history": history, "best_valid": best_valid, "stopped": stop})
+        if stop:
+            break
+
+    if select:
+        if best_state is None:
+            raise SemrecError("no validation run happened (epochs < eval_every?)")
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = len(history)
+    model.eval()
+    return TrainResult(best_epoch=best_epoch, epochs_run=len(history), best_valid=best_valid, history=history,
+                       wall_time_s=time.time() - t0, num_windows=len(windows), num_targets=int(n_targets.sum()),
+                       num_sequences=len(seqs))

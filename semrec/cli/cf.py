@@ -1,0 +1,182 @@
+"""`semrec train-cf` and `semrec eval-cf`: train a CF teacher (SASRec, BERT4Rec, GRU4Rec) with early
+stopping on validation NDCG@10, and evaluate one with full ranking over all items."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+
+from semrec.errors import SemrecError
+
+TEACHER_NAMES = ("sasrec", "bert4rec", "gru4rec")  # kept in sync with semrec.cf.TEACHERS (tested)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-cf", help="train a CF teacher (SASRec/BERT4Rec/GRU4Rec) on a dataset",
+                       description="Train a CF teacher with full-softmax CE (or sampled BCE), early stopping on "
+                                   "validation NDCG@10, then evaluate it on valid and test with full ranking. "
+                                   "Writes DIR/{config.json,model.safetensors,metrics.json,train_log.jsonl}. "
+                                   "An interrupted run resumes from DIR's sibling '.DIR.partial'.")
+    p.add_argument("--data", required=True, help="built-in dataset name (e.g. toys-t, toys-p) or a dataset directory")
+    p.add_argument("--model", required=True, help=f"teacher type: {', '.join(TEACHER_NAMES)}")
+    p.add_argument("--config", help="YAML with optional 'model:' and 'train:' sections")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.lr=0.002 or model.hidden=128 "
+                        "(a bare key is allowed when only one section has it)")
+    p.add_argument("--out", required=True, help="output teacher directory")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--restart", action="store_true", help="ignore a partial run left by an interrupted call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=train_cf)
+
+    e = sub.add_parser("eval-cf", help="evaluate a CF teacher with full ranking over all items",
+                       description="Rank every example's target among all items; print HR/Recall/NDCG@K and MRR as JSON.")
+    e.add_argument("--teacher", required=True, help="teacher directory written by train-cf")
+    e.add_argument("--data", required=True, help="built-in dataset name or dataset directory")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--ks", default="1,3,5,10,20", help="comma-separated cut-offs (default 1,3,5,10,20)")
+    e.add_argument("--exclude-history", action="store_true",
+                   help="remove the user's history items from the ranking (default: keep; repeats occur)")
+    e.add_argument("--batch-size", type=int, default=1024)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", help="also write the metrics to this JSON file")
+    e.set_defaults(func=eval_cf)
+
+
+def run_config_class(model_name: str):
+    """A dataclass {model: <teacher config>, train: TrainConfig} for --config / --set."""
+    from semrec.cf import TrainConfig, get_teacher_class
+
+    mcls = get_teacher_class(model_name).config_class
+    return dataclasses.make_dataclass("CFRunConfig", [
+        ("model", mcls, dataclasses.field(default_factory=mcls)),
+        ("train", TrainConfig, dataclasses.field(default_factory=TrainConfig)),
+    ])
+
+
+def qualify_overrides(cfg, overrides: list[str]) -> list[str]:
+    """Prefix a bare `key=value` with the one section ('model' or 'train') that has `key`."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and "." not in key:
+            owners = [f.name for f in dataclasses.fields(cfg)
+                      if key in {g.name for g in dataclasses.fields(getattr(cfg, f.name))}]
+            if len(owners) == 1:
+                item = f"{owners[0]}.{item.strip()}"
+            elif not owners:
+                raise SemrecError(f"--set: unknown key '{key}' (use model.KEY or train.KEY)")
+        out.append(item)
+    return out
+
+
+def load_run_config(model_name: str, config_path: str | None, overrides: list[str], seed: int | None):
+    from semrec.config import apply_overrides, load_config
+
+    cls = run_config_class(model_name)
+    cfg = load_config(cls, config_path) if config_path else cls()
+    cfg = apply_overrides(cfg, qualify_overrides(cfg, overrides))
+    if seed is not None:
+        cfg = apply_overrides(cfg, [f"train.seed={seed}"], name="--seed")
+    return cfg
+
+
+def train_cf(args: argparse.Namespace) -> int:
+    from semrec.cf import TEACHERS, get_teacher_class
+
+    if args.model not in TEACHERS:
+        get_teacher_class(args.model)  # raises the one-line error listing known names
+    cfg = load_run_config(args.model, args.config, args.overrides, args.seed)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
+    from semrec.data import resolve_dataset
+
+    dataset = resolve_dataset(args.data)
+    result = train_and_save(args.model, cfg, dataset, out, device=args.device, restart=args.restart,
+                            progress=not args.no_progress, overwrite=args.overwrite)
+    m = result["test"]
+    print(f"{args.model} on {dataset.name}: best epoch {result['best_epoch']}, "
+          f"test ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
+          f"({result['wall_time_s']:.0f}s) -> {out}")
+    return 0
+
+
+def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "auto", restart: bool = False,
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Train, evaluate on valid and test, and write the teacher directory atomically; returns metrics.json."""
+    import time
+
+    from semrec.cf import TEACHERS, evaluate_teacher, target_in_history_rate, train_teacher
+    from semrec.cf.sequences import __doc__ as rows_doc
+    from semrec.config import config_to_dict
+    from semrec.io import atomic_dir, atomic_file, write_json
+    from semrec.utils import describe_machine, git_commit, resolve_device
+
+    dev = resolve_device(device)
+    t0 = time.time()
+    partial = out.parent / f".{out.name}.partial"
+    if restart and partial.exists():
+        shutil.rmtree(partial)
+    model = TEACHERS[model_name](dataset.num_items, cfg.model)
+    tc = cfg.train
+    res = train_teacher(model, dataset, tc, device=dev, checkpoint_dir=partial,
+                        log_path=partial / "train_log.jsonl", progress=progress)
+    kw = dict(ks=tc.ks, exclude_history=tc.exclude_history, batch_size=tc.eval_batch_size)
+    valid = evaluate_teacher(model, dataset.valid, **kw) if len(dataset.valid) else {}
+    test = evaluate_teacher(model, dataset.test, **kw) if len(dataset.test) else {}
+    metrics = {
+        "model": model_name, "dataset": dataset.name, "protocol": dataset.protocol, "seed": tc.seed,
+        "valid": valid, "test": test,
+        "valid_seen_in_training": tc.include_valid,
+        "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "selection": None if tc.include_valid else f"valid {tc.metric}, patience {tc.patience}",
+        "exclude_history": tc.exclude_history,
+        "target_in_history": {"valid": target_in_history_rate(dataset.valid),
+                              "test": target_in_history_rate(dataset.test)},
+        "train_data": {"sequences": res.num_sequences, "windows": res.num_windows, "targets": res.num_targets,
+                       "splits_used": ["train", "valid"] if tc.include_valid else ["train"]},
+        "wall_time_s": round(time.time() - t0, 2), "train_time_s": round(res.wall_time_s, 2),
+        "device": describe_machine(dev), "commit": git_commit(),
+    }
+    extra = {"dataset": dataset.name, "protocol": dataset.protocol, "train": config_to_dict(tc),
+             "best_epoch": res.best_epoch, "train_rows": " ".join((rows_doc or "").split())}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_to(tmp, extra=extra)
+        write_json(tmp / "metrics.json", metrics)
+        with atomic_file(tmp / "train_log.jsonl") as f:
+            log = partial / "train_log.jsonl"
+            f.write(log.read_text() if log.is_file() else "")
+    shutil.rmtree(partial, ignore_errors=True)
+    return metrics
+
+
+def eval_cf(args: argparse.Namespace) -> int:
+    import json
+
+    from semrec.cf import CFTeacher, evaluate_teacher
+    from semrec.data import resolve_dataset
+    from semrec.io import write_json
+    from semrec.utils import resolve_device
+
+    try:
+        ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
+    except ValueError:
+        raise SemrecError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
+    teacher = CFTeacher.from_pretrained(args.teacher, device=resolve_device(args.device))
+    dataset = resolve_dataset(args.data)
+    if dataset.num_items != teacher.num_items:
+        raise SemrecError(f"{args.teacher}: teacher scores {teacher.num_items} items but dataset "
+                          f"{dataset.name} has {dataset.num_items}")
+    metrics = evaluate_teacher(teacher, dataset.splits[args.split], ks=ks,
+                               exclude_history=args.exclude_history, batch_size=args.batch_size)
+    report = {"teacher": str(args.teacher), "dataset": dataset.name, "split": args.split,
+              "exclude_history": args.exclude_history, "metrics": metrics}
+    if args.out:
+        write_json(args.out, report)
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,208 @@
+"""`semrec data ...`: prepare built-in datasets, import your own files, rebuild from raw Amazon dumps, stats."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from semrec.errors import SemrecError
+
+BUILTIN_HELP = ("toys-t, sports-t, office-t (protocol T: TCA4Rec Amazon-2018 release) and "
+                "toys-p, sports-p, beauty-p (protocol P: Amazon-2014 5-core sequences, leave-one-out)")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="dataset directory to write (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once the new one is complete)")
+    p.add_argument("--name", help="dataset name stored in meta.json (default: from the input file name)")
+
+
+def _add_prepare_options(p: argparse.ArgumentParser, *, kcore_default: int, unknown_default: str) -> None:
+    g = p.add_argument_group("filtering and splitting (override --config; a YAML file uses the same names "
+                             "with underscores, e.g. min_user_interactions)")
+    g.add_argument("--config", help="YAML file of options (keys: the field names of the config dataclass)")
+    g.add_argument("--kcore", type=int, metavar="N", help=f"k-core: users and items need >= K interactions (default {kcore_default})")
+    g.add_argument("--min-user", type=int, metavar="N", dest="min_user_interactions", help="k-core bound for users only")
+    g.add_argument("--min-item", type=int, metavar="N", dest="min_item_interactions", help="k-core bound for items only")
+    g.add_argument("--min-rating", type=float, metavar="X", help="keep interactions with rating >= this")
+    g.add_argument("--window-months", type=int, metavar="N", help="keep only the last N months before the newest interaction")
+    g.add_argument("--keep-duplicates", action="store_const", const=False, dest="drop_duplicates",
+                   help="keep repeated identical (user, item, timestamp) rows (dropped and counted by default)")
+    g.add_argument("--unknown-items", choices=["error", "drop", "keep"],
+                   help=f"interactions whose item is not in the items/meta file: error, drop (counted) or keep "
+                        f"without a title (default {unknown_default})")
+    g.add_argument("--drop-unknown-items", action="store_const", const="drop", dest="unknown_items",
+                   help="same as --unknown-items drop")
+    g.add_argument("--drop-untitled", action="store_const", const=True, help="drop items without a title")
+    g.add_argument("--ascii-only", action="store_const", const=True, dest="title_ascii_only",
+                   help="drop items whose title has non-ASCII characters (as TCA4Rec does)")
+    g.add_argument("--max-title-len", type=int, metavar="N", dest="title_max_len", help="truncate titles to N characters")
+    g.add_argument("--no-html-unescape", action="store_const", const=False, dest="title_html_unescape",
+                   help="keep HTML entities (&amp;) in titles")
+    g.add_argument("--split", choices=["loo", "time"],
+                   help="loo: leave-one-out per user (default); time: global chronological split of all "
+                        "samples by target time (TCA4Rec style)")
+    g.add_argument("--ratios", type=_floats, metavar="A,B,C", help="time split ratios train,valid,test (default 0.8,0.1,0.1)")
+    g.add_argument("--min-history", type=int, metavar="N", help="time split: a sample needs >= N earlier items (default 1)")
+    g.add_argument("--max-history", type=int, metavar="N", help="keep only the last N items of each history (default: all)")
+    g.add_argument("--subsample", type=_ints, metavar="A,B,C", help="time split: draw n_train,n_valid,n_test rows at random "
+                                                  "(e.g. 10000,5000,5000 as in the TCA4Rec release)")
+    g.add_argument("--seed", type=int, metavar="N", help="seed for --subsample (default 42)")
+
+
+PREPARE_KEYS = ("min_user_interactions", "min_item_interactions", "min_rating", "window_months", "drop_duplicates",
+                "unknown_items", "drop_untitled", "title_ascii_only", "title_max_len", "title_html_unescape",
+                "split", "ratios", "min_history", "max_history", "subsample", "seed")
+IMPORT_KEYS = ("user_col", "item_col", "time_col", "sep", "keep_cols", "rating_col", "items_id_col", "title_col",
+               "text_cols")
+
+
+def _config(cls, args: argparse.Namespace, keys: tuple[str, ...]):
+    """Defaults of `cls` < --config YAML < explicit flags; types checked by load_config."""
+    from semrec.config import load_config, read_yaml
+
+    data = dataclasses.asdict(cls())
+    if args.config:
+        data.update(read_yaml(args.config))
+    if getattr(args, "kcore", None) is not None:
+        data["min_user_interactions"] = data["min_item_interactions"] = args.kcore
+    for k in keys:
+        v = getattr(args, k, None)
+        if v is not None:
+            data[k] = v
+    return load_config(cls, data, name=args.config or "options")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    if Path(args.out).exists() and not args.overwrite:
+        raise SemrecError(f"{args.out}: already exists (pass --overwrite to replace it)")
+
+
+def _report(ds, out: str) -> None:
+    from semrec.data.stats import dataset_stats, format_stats
+
+    print(format_stats(dataset_stats(ds)))
+    dropped = {k: v for k, v in ds.info.get("dropped", {}).items() if v}
+    if dropped:
+        print("dropped      " + ", ".join(f"{k}={v:,}" for k, v in dropped.items()))
+    print(f"saved to {out}")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from semrec.data.builtin import load_builtin
+
+    _check_out(args)
+    ds = load_builtin(args.dataset)
+    if args.name:
+        ds.name = args.name
+    ds.save_pretrained(args.out, overwrite=args.overwrite)
+    _report(ds, args.out)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from semrec.data.importer import ImportConfig, import_dataset
+
+    cfg = _config(ImportConfig, args, PREPARE_KEYS + IMPORT_KEYS)
+    _check_out(args)
+    ds = import_dataset(args.interactions, args.items, cfg, name=args.name)
+    ds.save_pretrained(args.out, overwrite=args.overwrite)
+    _report(ds, args.out)
+    return 0
+
+
+def _amazon(args: argparse.Namespace) -> int:
+    from semrec.data.amazon_raw import AmazonConfig, load_amazon
+
+    cfg = _config(AmazonConfig, args, PREPARE_KEYS)
+    _check_out(args)
+    ds = load_amazon(args.reviews, args.meta, args.year, cfg, name=args.name)
+    ds.save_pretrained(args.out, overwrite=args.overwrite)
+    _report(ds, args.out)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from semrec.data.builtin import resolve_dataset
+    from semrec.data.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(resolve_dataset(args.dataset))
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="prepare, import and inspect datasets",
+                              description="Datasets: built-in bundles, your own files, raw Amazon dumps.")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    q = sub.add_parser("prepare", help="write a built-in dataset to a dataset directory",
+                       description=f"Write a built-in dataset to a directory every command accepts. Names: {BUILTIN_HELP}.")
+    q.add_argument("dataset", metavar="NAME", help=BUILTIN_HELP)
+    _add_output(q)
+    q.set_defaults(func=_prepare)
+
+    q = sub.add_parser(
+        "import", help="import your own interactions + items files",
+        description="Import interactions (CSV/TSV/Parquet: user, item, timestamp columns; timestamps in unix "
+                    "seconds or dates) and items (CSV/TSV/JSONL/Parquet: item id and title, other columns kept "
+                    "as text). Ids are remapped to 0..N-1 (raw ids kept). Defaults: no k-core, leave-one-out, "
+                    "items missing from the items file are an error (--drop-unknown-items drops them).",
+    )
+    q.add_argument("--interactions", required=True, help="interactions file (.csv, .tsv, .csv.gz, .parquet)")
+    q.add_argument("--items", required=True, help="items file (.csv, .tsv, .jsonl, .jsonl.gz, .parquet)")
+    _add_output(q)
+    c = q.add_argument_group("columns")
+    c.add_argument("--user-col", help="user column (default user_id)")
+    c.add_argument("--item-col", help="item column of the interactions (default item_id)")
+    c.add_argument("--time-col", help="timestamp column (default timestamp)")
+    c.add_argument("--rating-col", help="rating column used by --min-rating (default rating)")
+    c.add_argument("--keep-cols", type=_names, metavar="COLS", help="extra interaction columns to keep, comma separated (default all)")
+    c.add_argument("--sep", help="CSV separator (default: tab for .tsv, comma otherwise)")
+    c.add_argument("--items-id-col", help="item id column of the items file (default item_id)")
+    c.add_argument("--title-col", help="title column of the items file (default title)")
+    c.add_argument("--text-cols", type=_names, metavar="COLS", help="extra item columns to keep, comma separated (default all)")
+    _add_prepare_options(q, kcore_default=0, unknown_default="error")
+    q.set_defaults(func=_import)
+
+    q = sub.add_parser(
+        "amazon", help="build a dataset from raw Amazon 2014/2018 review + meta dumps",
+        description="Rebuild a category from the McAuley-lab dumps. 2014: reviews_<Cat>[_5].json.gz + "
+                    "meta_<Cat>.json.gz (Python literals); 2018: <Cat>[_5].json.gz + meta_<Cat>.json.gz (JSON). "
+                    "Defaults: 5-core, leave-one-out, items missing from the meta file kept without a title. "
+                    "TCA4Rec-like: --kcore 5 --min-user 10 --ascii-only --drop-untitled --window-months 48 "
+                    "--split time --min-history 10 --max-history 10 --subsample 10000,5000,5000.")
+    q.add_argument("--reviews", required=True, help="review dump (.json.gz)")
+    q.add_argument("--meta", required=True, help="metadata dump (.json.gz)")
+    q.add_argument("--year", required=True, type=int, choices=[2014, 2018], help="dump format")
+    _add_output(q)
+    _add_prepare_options(q, kcore_default=5, unknown_default="keep")
+    q.set_defaults(func=_amazon)
+
+    q = sub.add_parser("stats", help="print users, items, interactions, lengths and split sizes",
+                       description="Counts of a dataset directory or built-in name. For protocol T the "
+                                   "interaction count is the number of example rows (no full log is released).")
+    q.add_argument("dataset", metavar="DIR_OR_NAME", help=f"dataset directory or built-in name ({BUILTIN_HELP})")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(func=_stats)

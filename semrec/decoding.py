@@ -1,0 +1,193 @@
+"""Batched trie-constrained beam search over item token sequences, for any GenerativeRecommender.
+
+One Python loop over decoding steps; every step handles all B users x K beams at once: one cached
+forward pass of the model (encoder run once for encoder-decoder models), allowed-token masks for all
+beams from the prefix index's incremental (lo, hi) ranges, one top-k over beams x vocabulary.
+
+Semantics are those of transformers' beam search with `length_penalty=0` (scores are sums of
+log-probabilities): each step keeps the 2K best continuations; a continuation that completes an item
+(fixed-length code filled, EOS emitted, or maximum length reached) joins the finished pool when it
+ranks among the K best of the step; the K best unfinished ones continue. A user's search ends once
+its pool holds K hypotheses and no running beam scores above the pool's worst (log-probabilities only
+decrease, so nothing better can come). Returned: the finished hypotheses, best first, mapped to item ids.
+
+`constrained=False` decodes without the trie (only lengths and EOS end a hypothesis); hypotheses that
+are no catalogue item get item id -1 and count in `invalid_rate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from semrec.errors import SemrecError
+
+
+@dataclass
+class BeamSearchOutput:
+    """items (B, K) item ids (-1: not a catalogue item or no hypothesis), scores (B, K) sums of
+    log-probabilities (-inf: no hypothesis), sequences (B, K, L) tokens right-padded with pad_id."""
+
+    items: torch.Tensor
+    scores: torch.Tensor
+    sequences: torch.Tensor
+
+    @property
+    def found(self) -> torch.Tensor:
+        """(B, K) bool: a hypothesis exists in this slot."""
+        return torch.isfinite(self.scores)
+
+    def invalid_count(self) -> tuple[int, int]:
+        """(hypotheses that are no catalogue item, hypotheses returned)."""
+        found = self.found
+        return int((found & (self.items < 0)).sum()), int(found.sum())
+
+    @property
+    def invalid_rate(self) -> float:
+        bad, total = self.invalid_count()
+        return bad / total if total else 0.0
+
+
+def next_token_log_probs(logits: torch.Tensor, allowed: torch.Tensor | None, *, renormalize: bool = False,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """(R, V) logits -> float32 log-probabilities with disallowed tokens at -inf.
+
+    renormalize=False: log_softmax over the whole vocabulary, then masking (what generate() with
+    prefix_allowed_tokens_fn scores). renormalize=True: softmax over the allowed tokens only (matches
+    models trained with MSL)."""
+    x = logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    if allowed is None:
+        return torch.log_softmax(x, -1)
+    if renormalize:
+        x = x.masked_fill(~allowed, -math.inf)
+    out = torch.log_softmax(x, -1)
+    return out.masked_fill(~allowed, -math.inf)  # also clears NaN rows where nothing is allowed
+
+
+def _fixed_length(codes: torch.Tensor, pad_id: int) -> bool:
+    return not bool((codes == pad_id).any())
+
+
+@torch.no_grad()
+def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, constrained: bool = True,
+                renormalize: bool = False, temperature: float = 1.0, max_len: int | None = None) -> BeamSearchOutput:
+    """Top-`top_k` (default `num_beams`) items per user of `batch` (a Batch on the model's device).
+
+    model: a GenerativeRecommender (prefill / expand_state / step hooks, prefix_index(), pad_id, eos_id).
+    """
+    if num_beams < 1:
+        raise SemrecError(f"num_beams must be >= 1, got {num_beams}")
+    top_k = num_beams if top_k is None else top_k
+    if not 1 <= top_k <= num_beams:
+        raise SemrecError(f"top_k must be in 1..num_beams ({num_beams}), got {top_k}")
+    index = model.prefix_index()
+    pad, eos = model.pad_id, model.eos_id
+    max_len = index.max_len if max_len is None else max_len
+    fixed = _fixed_length(model.codes, pad)
+    was_training = model.training
+    model.eval()
+
+    logits, state = model.prefill(batch)
+    b, v = logits.shape
+    k = num_beams
+    dev = logits.device
+    state = model.expand_state(state, k)
+    rows = torch.arange(b, device=dev)[:, None] * k  # first global row of each user's beams
+    n_cand = min(2 * k, k * v)
+    pos = torch.arange(n_cand, device=dev)
+
+    lo, hi = index.root(b * k)
+    run_scores = torch.full((b, k), -math.inf, device=dev)
+    run_scores[:, 0] = 0.0
+    run_seqs = torch.empty((b, k, 0), dtype=torch.long, device=dev)
+    fin_scores = torch.full((b, k), -math.inf, device=dev)
+    fin_items = torch.full((b, k), -1, dtype=torch.long, device=dev)
+    fin_seqs = torch.full((b, k, max_len), pad, dtype=torch.long, device=dev)
+
+    logits = logits.repeat_interleave(k, 0)
+    for t in range(max_len):
+        if t > 0:
+            logits, state = model.step(state, last_tokens, parent)
+        allowed = index.next_token_mask(lo, hi, t) if constrained else None
+        logp = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
+        cand = (run_scores[:, :, None] + logp.view(b, k, v)).view(b, k * v)
+        top_s, top_i = cand.topk(n_cand, dim=1)  # (B, 2K), best first
+        beam, tok = top_i // v, top_i % v
+        gbeam = (rows + beam).view(-1)
+        ftok = tok.view(-1)
+        clo, chi = index.step(lo[gbeam], hi[gbeam], ftok, t)
+        bad = ftok == pad  # padding is never a generated token
+        clo, chi = torch.where(bad, 0, clo), torch.where(bad, 0, chi)
+        if t + 1 == max_len:
+            complete = torch.ones_like(top_s, dtype=torch.bool)
+        elif fixed and constrained:
+            complete = torch.zeros_like(top_s, dtype=torch.bool)
+        elif not constrained and eos is not None:
+            complete = tok == eos
+        else:
+            complete = index.range_is_complete(clo, chi, t + 1).view(b, n_cand)
+        alive = torch.isfinite(top_s)
+        seqs = torch.cat([run_seqs.gather(1, beam[:, :, None].expand(-1, -1, t)), tok[:, :, None]], 2)
+
+        # finished pool: merge the completed continuations ranked among the K best of this step
+        new_fin = complete & alive & (pos < k)
+        if bool(new_fin.any()):
+            items = index.range_item(clo, chi, t + 1).view(b, n_cand)
+            padded = torch.full((b, n_cand, max_len), pad, dtype=torch.long, device=dev)
+            padded[:, :, : t + 1] = seqs
+            m_scores = torch.cat([fin_scores, torch.where(new_fin, top_s, -math.inf)], 1)
+            m_items = torch.cat([fin_items, items], 1)
+            m_seqs = torch.cat([fin_seqs, padded], 1)
+            fin_scores, j = m_scores.topk(k, dim=1)
+            fin_items = m_items.gather(1, j)
+            fin_seqs = m_seqs.gather(1, j[:, :, None].expand(-1, -1, max_len))
+        if t + 1 == max_len:
+            break
+
+        # running beams: the K best unfinished continuations
+        run_scores, j = torch.where(complete, -math.inf, top_s).topk(k, dim=1)
+        run_seqs = seqs.gather(1, j[:, :, None].expand(-1, -1, t + 1))
+        flat_j = (torch.arange(b, device=dev)[:, None] * n_cand + j).view(-1)
+        lo, hi = clo[flat_j], chi[flat_j]
+        parent = gbeam[flat_j]
+        last_tokens = ftok[flat_j]
+        done = ~torch.isfinite(run_scores[:, 0]) | (torch.isfinite(fin_scores[:, -1])
+                                                     & (run_scores[:, 0] <= fin_scores[:, -1]))
+        if bool(done.all()):
+            break
+
+    if was_training:
+        model.train()
+    return BeamSearchOutput(items=fin_items[:, :top_k], scores=fin_scores[:, :top_k], sequences=fin_seqs[:, :top_k])
+
+
+@torch.no_grad()
+def score_items(model, batch, items: torch.Tensor | None = None, *, chunk: int = 256) -> torch.Tensor:
+    """Exhaustive reference: log P(item's whole token sequence | user) for every user x item, (B, M).
+
+    items: (M,) item ids (default: the whole catalogue). Teacher-forced, one forward per item chunk."""
+    was_training = model.training
+    model.eval()
+    n = model.codes.shape[0]
+    items = torch.arange(n, device=batch.input_ids.device) if items is None else items.to(batch.input_ids.device)
+    b = len(batch)
+    out = []
+    for lo in range(0, len(items), chunk):
+        it = items[lo:lo + chunk]
+        m = len(it)
+        rep = batch.__class__(
+            input_ids=batch.input_ids.repeat_interleave(m, 0), attention_mask=batch.attention_mask.repeat_interleave(m, 0),
+            histories=batch.histories.repeat_interleave(m, 0), users=batch.users.repeat_interleave(m, 0),
+            rows=batch.rows.repeat_interleave(m, 0), target_tokens=model.codes[it].repeat(b, 1))
+        logp = torch.log_softmax(model(rep).float(), -1)
+        tgt = rep.target_tokens
+        real = tgt != model.pad_id
+        tok_lp = logp.gather(2, tgt.clamp(min=0)[:, :, None])[:, :, 0]
+        out.append((tok_lp * real).sum(1).view(b, m))
+    if was_training:
+        model.train()
+    return torch.cat(out, 1)

@@ -1,0 +1,138 @@
+"""Decoder-only generative recommender: a Hugging Face causal LM that reads a prompt built from the
+history and then generates the target item's tokens.
+
+`DecoderRecommender` builds a small Llama- or GPT-2-style model from scratch over semantic IDs: the
+prompt is [start] + [hashed user token] + the codes of the last `max_history` history items, left-padded
+so that every row's target starts at the same column. The teacher-forcing, prefill and cached decoding
+steps below only use `self.hf`, `source_tokens` and `pad_id`, so a title-token LLM recommender can
+subclass it and override `_build_hf` (load a local checkpoint) and `source_tokens` (a text prompt).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
+from semrec.models.batching import Batch, compact, hash_users, history_tokens
+
+
+@dataclass
+class DecoderConfig:
+    """A small causal LM over item codes. `style` picks the Hugging Face architecture."""
+
+    style: Literal["llama", "gpt2"] = "llama"
+    num_layers: int = 4
+    d_model: int = 128
+    num_heads: int = 4
+    num_kv_heads: int = 0  # llama only; 0 means num_heads
+    d_ff: int = 512
+    dropout: float = 0.1
+    max_history: int = 20
+    user_buckets: int = 0
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "d_model", "num_heads", "d_ff", "max_history"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.d_model % self.num_heads:
+            raise ValueError("d_model must be divisible by num_heads")
+        if self.num_kv_heads and self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be divisible by num_kv_heads")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids (B, T) of a left-padded attention mask: 0 at the first real token."""
+    return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+class DecoderRecommender(GenerativeRecommender):
+    arch = "decoder"
+    config_class = DecoderConfig
+    is_encoder_decoder = False
+    source_padding_side = "left"
+
+    def _max_positions(self) -> int:
+        c = self.config
+        return 2 + (c.max_history + 1) * self.max_target_len + 8
+
+    def _build_hf(self) -> nn.Module:
+        c = self.config
+        vocab = self.extra_base + c.user_buckets
+        common = dict(vocab_size=vocab, pad_token_id=self.pad_id, bos_token_id=self.start_id,
+                      eos_token_id=self.eos_id, tie_word_embeddings=c.tie_embeddings, use_cache=True)
+        if c.style == "llama":
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            hf_cfg = LlamaConfig(hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.num_layers,
+                                 num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads or c.num_heads,
+                                 max_position_embeddings=self._max_positions(), attention_dropout=c.dropout,
+                                 **common)
+            model = LlamaForCausalLM(hf_cfg)
+        else:
+            from transformers import GPT2Config, GPT2LMHeadModel
+
+            hf_cfg = GPT2Config(n_embd=c.d_model, n_inner=c.d_ff, n_layer=c.num_layers, n_head=c.num_heads,
+                                n_positions=self._max_positions(), resid_pdrop=c.dropout, embd_pdrop=c.dropout,
+                                attn_pdrop=c.dropout, **common)
+            model = GPT2LMHeadModel(hf_cfg)
+        model.generation_config.eos_token_id = self.eos_id
+        model.generation_config.pad_token_id = self.pad_id
+        model.generation_config.bos_token_id = self.start_id
+        return model
+
+    def source_tokens(self, histories: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hist, hmask = history_tokens(self._codes_cpu, self.pad_id, histories.cpu(), side="left")
+        head = [torch.full((len(users), 1), self.start_id, dtype=torch.long)]
+        if self.config.user_buckets:
+            head.append((self.extra_base + hash_users(users.cpu(), self.config.user_buckets))[:, None])
+        head = torch.cat(head, 1)
+        # [pads..., start, user, history codes]: move the left padding of the history in front of the head
+        tokens = torch.cat([head, hist], 1)
+        mask = torch.cat([torch.ones_like(head), hmask], 1)
+        tokens, keep = compact(tokens, mask.bool(), side="left")
+        return tokens.masked_fill(~keep, self.pad_id), keep.long()
+
+    # ----- forward passes ----------------------------------------------------------------------
+    def _keep_kwarg(self, n: int) -> dict:
+        if not hasattr(self, "_keep_name"):
+            params = inspect.signature(self.hf.forward).parameters
+            self._keep_name = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+        return {self._keep_name: n} if self._keep_name else {}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        tgt = batch.target_tokens
+        length = tgt.shape[1]
+        tin = tgt[:, :-1]
+        tmask = tin != self.pad_id
+        ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
+        mask = torch.cat([batch.attention_mask, tmask.long()], 1)
+        out = self.hf(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                      use_cache=False, return_dict=True, **self._keep_kwarg(length))
+        return out.logits[:, -length:]
+
+    def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        mask = batch.attention_mask
+        out = self.hf(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                      use_cache=True, return_dict=True, **self._keep_kwarg(1))
+        state = {"cache": out.past_key_values, "mask": mask, "next_pos": mask.long().sum(1)}
+        return out.logits[:, -1], state
+
+    def expand_state(self, state: dict, beams: int) -> dict:
+        return {"cache": repeat_cache(state["cache"], beams), "mask": state["mask"].repeat_interleave(beams, 0),
+                "next_pos": state["next_pos"].repeat_interleave(beams, 0)}
+
+    def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        # The prompt mask and positions are the same for all beams of a user: only the cache is reordered.
+        cache = reorder_cache(state["cache"], beam_idx)
+        mask = torch.cat([state["mask"], state["mask"].new_ones((len(tokens), 1))], 1)
+        out = self.hf(input_ids=tokens[:, None], attention_mask=mask, position_ids=state["next_pos"][:, None],
+                      past_key_values=cache, use_cache=True, return_dict=True)
+        return out.logits[:, -1], {"cache": out.past_key_values, "mask": mask, "next_pos": state["next_pos"] + 1}

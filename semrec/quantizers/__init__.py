@@ -1,0 +1,20 @@
+"""Residual quantizers that turn item embeddings into semantic-ID codes, by name:
+
+    from semrec.quantizers import QUANTIZERS
+    q = QUANTIZERS["rqkmeans"]({"codebook_sizes": [256, 256, 256]}).fit(emb)
+    codes = q.encode(emb)                          # (N, 3) int64 raw codes
+    q.save_pretrained("out/q"); q2 = Quantizer.from_pretrained("out/q")
+"""
+
+from semrec.quantizers.base import QUANTIZERS, Quantizer, load_quantizer, register_quantizer
+from semrec.quantizers.collisions import collision_stats, resolve_collisions
+from semrec.quantizers.letter import Letter, LetterConfig
+from semrec.quantizers.rqkmeans import RQKMeans, RQKMeansConfig
+from semrec.quantizers.rqvae import RQVAE, RQVAEConfig
+
+__all__ = ["QUANTIZERS", "Quantizer", "load_quantizer", "register_quantizer", "collision_stats",
+           "resolve_collisions", "RQKMeans", "RQKMeansConfig", "RQVAE", "RQVAEConfig", "Letter", "LetterConfig"]
+
+from semrec.quantizers.schemes import SchemeConfig, build_tokenization, load_scheme  # noqa: E402
+
+__all__ += ["SchemeConfig", "build_tokenization", "load_scheme"]

@@ -1,0 +1,13 @@
+"""Training of generative recommenders: one trainer for every model and loss (NTP, TCA, aux-KL, label
+smoothing, MSL), with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume.
+
+    from semrec.training import TrainConfig, Trainer
+    result = Trainer(model, TrainConfig(loss="tca", alpha=0.1), train_examples, valid=dataset.valid,
+                     teacher=teacher, out_dir="runs/x").fit()
+"""
+
+from semrec.training.config import LOSSES, TrainConfig
+from semrec.training.losses import allowed_along, token_loss
+from semrec.training.trainer import TeacherLogits, Trainer, TrainResult, train
+
+__all__ = ["LOSSES", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer", "allowed_along", "token_loss", "train"]

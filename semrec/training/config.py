@@ -1,0 +1,67 @@
+"""The typed configuration of the generative trainer (load with semrec.config.load_config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+LOSSES = ("ntp", "tca", "aux_kl", "label_smoothing")
+
+
+@dataclass
+class TrainConfig:
+    """Training of any GenerativeRecommender.
+
+    loss: "ntp" (cross-entropy), "tca" (Soft-NTP with the Collaborative Tokenizer: alpha, cf_temperature),
+    "aux_kl" (NTP + aux_lambda * KL(CF || model) per step), "label_smoothing" (smoothing).
+    tau: softmax temperature of the model's logits in the loss; msl: mask logits to the trie-allowed
+    next tokens (MSL; the authors use tau 4.5 with it). Validation each `valid_every` epochs with beam
+    search; early stopping on `monitor` (higher is better) after `patience` epochs without improvement.
+    """
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    loss: Literal["ntp", "tca", "aux_kl", "label_smoothing"] = "ntp"
+    alpha: float = 0.1
+    aux_lambda: float = 0.1
+    smoothing: float = 0.1
+    tau: float = 1.0
+    msl: bool = False
+    cf_temperature: float = 1.0
+    cf_top_k: int | None = None
+    train_eos: bool = True  # False: the target's EOS position is not trained (the authors' title models)
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # bf16 autocast, CUDA only
+    valid_every: int = 1
+    monitor: str = "ndcg@10"
+    patience: int = 3  # 0: never stop early
+    num_beams: int = 10
+    eval_batch_size: int = 256
+    valid_max_rows: int | None = None
+    log_every: int = 50
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "valid_every", "num_beams", "eval_batch_size", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr <= 0 or self.tau <= 0 or self.cf_temperature <= 0:
+            raise ValueError("lr, tau and cf_temperature must be > 0")
+        if not 0.0 <= self.alpha <= 1.0 or not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError("alpha and smoothing must be in [0, 1]")
+        if self.aux_lambda < 0 or self.warmup_steps < 0 or self.patience < 0 or self.max_grad_norm < 0:
+            raise ValueError("aux_lambda, warmup_steps, patience and max_grad_norm must be >= 0")
+
+
+# Fields that may differ between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "progress", "log_every", "device", "patience", "eval_batch_size")

@@ -1,0 +1,277 @@
+"""One trainer for every GenerativeRecommender (TIGER, decoder-only, title-token LLMs).
+
+    trainer = Trainer(model, TrainConfig(loss="tca", alpha=0.1), train_examples,
+                      valid=dataset.valid, teacher=teacher, out_dir="runs/tiger_tca")
+    result = trainer.fit()          # resumes from out_dir/checkpoints/last when it exists
+
+Each epoch: shuffled batches (order drawn from a generator seeded by (seed, epoch)), AdamW with linear
+warmup + cosine decay, gradient accumulation, gradient clipping, bf16 autocast on CUDA; then
+validation by beam search (`semrec.evaluation.evaluate`), early stopping on `monitor`, the best model
+saved to out_dir/best, and a resumable checkpoint in out_dir/checkpoints/last. A run interrupted at any
+point and resumed ends with the same weights as an uninterrupted run (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from semrec.config import config_to_dict
+from semrec.data.dataset import Examples
+from semrec.errors import SemrecError
+from semrec.io import read_json, write_json
+from semrec.models.batching import ExampleTable
+from semrec.training.checkpoint import load_checkpoint, save_checkpoint
+from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
+from semrec.training.logging import MetricsLog
+from semrec.training.losses import token_loss, uses_teacher
+from semrec.training.schedule import warmup_cosine
+from semrec.utils import resolve_device
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` returns. `best_dir`: saved best model (None without out_dir)."""
+
+    epochs_run: int
+    steps: int
+    best_epoch: int | None
+    best_metric: float | None
+    monitor: str
+    stopped_early: bool
+    wall_time_s: float
+    best_dir: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+class TeacherLogits:
+    """CF item logits (B, N) for batches of training rows: computed by a frozen teacher on the batch's
+    histories, or read from a precomputed (E, N) array whose rows align with the training examples."""
+
+    def __init__(self, teacher=None, precomputed: Any = None):
+        if (teacher is None) == (precomputed is None):
+            raise SemrecError("give either a CF teacher or precomputed teacher logits, not both or neither")
+        self.teacher = teacher
+        self.table = precomputed
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.teacher.num_items if self.teacher is not None else self.table.shape[1])
+
+    def to(self, device: torch.device) -> "TeacherLogits":
+        if self.teacher is not None:
+            self.teacher.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batch) -> torch.Tensor:
+        dev = batch.input_ids.device
+        if self.teacher is not None:
+            return self.teacher.item_logits(batch.histories).float()
+        rows = batch.rows.cpu().numpy()
+        return torch.as_tensor(np.asarray(self.table[rows]), dtype=torch.float32).to(dev)
+
+
+class Trainer:
+    def __init__(self, model, config: TrainConfig, train: Examples | ExampleTable, *,
+                 valid: Examples | ExampleTable | None = None, teacher=None, teacher_logits: Any = None,
+                 out_dir: str | Path | None = None, protocol: str = "T"):
+        self.model = model
+        self.cfg = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.protocol = protocol
+        self.device = resolve_device(config.device)
+        self.teacher = teacher
+        hist_len = max(model.max_history, int(getattr(teacher, "max_len", 0) or 0))
+        self.train = train if isinstance(train, ExampleTable) else ExampleTable.from_examples(train, hist_len)
+        self.valid = (valid if valid is None or isinstance(valid, ExampleTable)
+                      else ExampleTable.from_examples(valid, hist_len))
+        if len(self.train) == 0:
+            raise SemrecError("training: no training examples")
+        n_items = model.codes.shape[0]
+        self.teacher_logits = None
+        if uses_teacher(config):
+            if teacher is None and teacher_logits is None:
+                raise SemrecError(f"loss '{config.loss}' needs a CF teacher or precomputed teacher logits")
+            self.teacher_logits = TeacherLogits(teacher if teacher_logits is None else None, teacher_logits)
+            if self.teacher_logits.num_items != n_items:
+                raise SemrecError(f"CF teacher scores {self.teacher_logits.num_items} items, "
+                                  f"the item tokenization has {n_items}")
+            if teacher_logits is not None and teacher_logits.shape[0] != len(self.train):
+                raise SemrecError(f"precomputed teacher logits have {teacher_logits.shape[0]} rows, "
+                                  f"training examples {len(self.train)}")
+
+    # ------------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2))
+
+    def _batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    def _check_resumable(self) -> None:
+        stored = read_json(self.out_dir / "train_config.json")
+        now = config_to_dict(self.cfg)
+        diff = [k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k]]
+        if diff:
+            raise SemrecError(f"{self.out_dir}: cannot resume, the training config changed in "
+                              f"{', '.join(diff)} (use another output directory)")
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        from semrec.evaluation import evaluate
+
+        cfg = self.cfg
+        metrics = evaluate(self.model, self.valid, teacher=self.teacher, protocol=self.protocol,
+                           num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, max_rows=cfg.valid_max_rows,
+                           progress=cfg.progress)
+        if cfg.monitor not in metrics:
+            raise SemrecError(f"monitor '{cfg.monitor}' is not a validation metric; "
+                              f"known: {', '.join(k for k in metrics if '@' in k or k in ('mrr', 'cc'))}")
+        return metrics
+
+    def _training_info(self, state: dict) -> dict:
+        c = self.cfg
+        info = {"loss": c.loss, "alpha": c.alpha if c.loss == "tca" else None, "tau": c.tau, "msl": c.msl,
+                "aux_lambda": c.aux_lambda if c.loss == "aux_kl" else None,
+                "smoothing": c.smoothing if c.loss == "label_smoothing" else None,
+                "cf_temperature": c.cf_temperature if uses_teacher(c) else None, "seed": c.seed,
+                "epochs_run": state["epoch"] + 1, "steps": state["step"], "monitor": c.monitor,
+                "best_epoch": state.get("best_epoch"), "best_metric": state.get("best_metric")}
+        if self.teacher is not None:
+            info["teacher"] = getattr(self.teacher, "name", type(self.teacher).__name__)
+        return info
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, *, resume: bool = True) -> TrainResult:
+        """Train (resuming from out_dir/checkpoints/last if present and `resume`) and return a TrainResult.
+        The model ends with the weights of the best validation epoch (the last epoch without validation)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        model = self.model.to(self.device)
+        if self.teacher_logits is not None:
+            self.teacher_logits.to(self.device)
+        opt = self._optimizer()
+        per_epoch = self._batches_per_epoch()
+        steps_per_epoch = math.ceil(per_epoch / cfg.grad_accum)
+        sched = warmup_cosine(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * steps_per_epoch,
+                              min_lr_ratio=cfg.min_lr_ratio)
+        index = model.prefix_index()
+        tokenizer = None
+        if uses_teacher(cfg):
+            from semrec.tca import CollaborativeTokenizer
+
+            tokenizer = CollaborativeTokenizer(index, temperature=cfg.cf_temperature, top_k=cfg.cf_top_k)
+
+        state = {"epoch": -1, "step": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0,
+                 "stopped_early": False}
+        ckpt = self.out_dir / "checkpoints" / "last" if self.out_dir is not None else None
+        if ckpt is not None and resume and (ckpt / "trainer_state.json").is_file():
+            self._check_resumable()
+            state = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched)
+        elif self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / "train_config.json", config_to_dict(cfg))
+        log = MetricsLog(self.out_dir, keep_before_epoch=state["epoch"] + 1)
+        best_mem = None
+        use_amp = self.device.type == "cuda" and cfg.bf16
+
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            if state["stopped_early"]:
+                break
+            model.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            batches = list(self.train.batches(cfg.batch_size, shuffle=True, generator=gen))
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+            run_loss, run_n, ep_loss, ep_n = 0.0, 0, 0.0, 0
+            opt.zero_grad(set_to_none=True)
+            for i, rows in enumerate(bar):
+                group_start = (i // cfg.grad_accum) * cfg.grad_accum
+                group = min(cfg.grad_accum, len(batches) - group_start)
+                batch = model.collate(self.train, rows, train_eos=cfg.train_eos).to(self.device)
+                item_logits = self.teacher_logits(batch) if self.teacher_logits is not None else None
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(batch)
+                loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=index,
+                                  tokenizer=tokenizer, item_logits=item_logits)
+                if not torch.isfinite(loss):
+                    raise SemrecError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
+                                      f"step {state['step']} (lower the learning rate)")
+                (loss / group).backward()
+                lv = float(loss.detach())
+                run_loss, run_n, ep_loss, ep_n = run_loss + lv, run_n + 1, ep_loss + lv, ep_n + 1
+                if i + 1 == group_start + group:
+                    if cfg.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    state["step"] += 1
+                    if state["step"] % cfg.log_every == 0:
+                        log.log({"kind": "train", "epoch": epoch, "step": state["step"],
+                                 "loss": run_loss / run_n, "lr": sched.get_last_lr()[0]})
+                        bar.set_postfix(loss=f"{run_loss / run_n:.4f}")
+                        run_loss, run_n = 0.0, 0
+            bar.close()
+            record = {"kind": "epoch", "epoch": epoch, "step": state["step"], "train_loss": ep_loss / max(ep_n, 1),
+                      "lr": sched.get_last_lr()[0]}
+            state["epoch"] = epoch
+            validate = self.valid is not None and ((epoch + 1) % cfg.valid_every == 0 or epoch + 1 == cfg.epochs)
+            if validate:
+                metrics = self._validate(epoch)
+                record.update({f"valid_{k}": v for k, v in metrics.items()})
+                value = metrics[cfg.monitor]
+                if state["best_metric"] is None or value > state["best_metric"]:
+                    state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
+                    model.training_info = self._training_info(state)
+                    if self.out_dir is not None:
+                        model.save_pretrained(self.out_dir / "best", overwrite=True)
+                    else:
+                        best_mem = {k: v.detach().clone() for k, v in model.hf.state_dict().items()}
+                else:
+                    state["bad_epochs"] += 1
+                    if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                        state["stopped_early"] = True
+            record["wall_time_s"] = time.perf_counter() - t0
+            log.log(record)
+            if ckpt is not None:
+                model.training_info = self._training_info(state)
+                save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, trainer_state=state)
+        log.close()
+
+        best_dir = None
+        if state["best_epoch"] is not None:
+            if self.out_dir is not None:
+                best_dir = self.out_dir / "best"
+                model._load_weights(best_dir)
+                model.to(self.device)
+            elif best_mem is not None:
+                model.hf.load_state_dict(best_mem)
+        model.training_info = self._training_info(state)
+        model.eval()
+        return TrainResult(epochs_run=state["epoch"] + 1, steps=state["step"], best_epoch=state["best_epoch"],
+                           best_metric=state["best_metric"], monitor=cfg.monitor,
+                           stopped_early=state["stopped_early"], wall_time_s=time.perf_counter() - t0,
+                           best_dir=best_dir, history=list(log.epochs))
+
+
+def train(model, config: TrainConfig, train_examples: Examples | ExampleTable, **kwargs) -> TrainResult:
+    """Shorthand for Trainer(model, config, train_examples, **kwargs).fit()."""
+    resume = kwargs.pop("resume", True)
+    return Trainer(model, config, train_examples, **kwargs).fit(resume=resume)
