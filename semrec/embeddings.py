@@ -349,8 +349,8 @@ def encode_texts(texts: Sequence[str], model_path: str | Path | None = None, *, 
         progress_file = cache_dir / f"text-{key}.progress.json"
 
     model = load_sentence_model(path, device, max_seq_length)
-    dim = model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension") \
-        else None
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = getter()
     if dim is None:
         dim = _encode_chunk(model, ["probe"], 1, normalize).shape[1]
     n = len(texts)

@@ -46,9 +46,9 @@ def target_ranks(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | None = None,
              batch_size: int = 256, constrained: bool = True, renormalize: bool = False,
-             teacher=None, progress: bool = False) -> dict[str, Any]:
+             temperature: float = 1.0, teacher=None, progress: bool = False) -> dict[str, Any]:
     """Beam-search every row of `table`. Returns CPU tensors `items` (E, K), `scores` (E, K), the invalid
-    counts and, with a teacher, `teacher_match` (E,) bool (generated top-1 is the teacher's top-1)."""
+    counts and, with a teacher, `teacher_matches`: rows whose generated top-1 is the teacher's top-1."""
     from tqdm.auto import tqdm
 
     dev = model.device
@@ -61,7 +61,7 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
     for rows in tqdm(batches, desc="decode", disable=not progress, leave=False):
         batch = model.collate(table, rows, with_targets=False).to(dev)
         out = beam_search(model, batch, num_beams=num_beams, top_k=top_k, constrained=constrained,
-                          renormalize=renormalize)
+                          renormalize=renormalize, temperature=temperature)
         bad, tot = out.invalid_count()
         invalid, total = invalid + bad, total + tot
         items.append(out.items.cpu())
@@ -79,10 +79,16 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
 
 def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol: str = "T",
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
-             constrained: bool = True, renormalize: bool = False, max_rows: int | None = None,
-             progress: bool = False) -> dict[str, float]:
+             constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
+             max_rows: int | None = None, progress: bool = False) -> dict[str, float]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
-    `cc` (with a teacher), `coverage@K`, `invalid_rate`, `n_rows`, `num_beams`, `wall_time_s`."""
+    `cc` (with a teacher), `coverage@K`, `invalid_rate`, `n_rows`, `num_beams`, `wall_time_s`.
+
+    renormalize / temperature default to how the model was trained (`model.training_info`: MSL models
+    decode with the softmax over allowed tokens, at the training temperature tau)."""
+    info = getattr(model, "training_info", {}) or {}
+    renormalize = bool(info.get("msl", False)) if renormalize is None else renormalize
+    temperature = float(info.get("tau") or 1.0) if temperature is None else temperature
     ks = tuple(ks or ks_for(protocol))
     if max(ks) > num_beams:
         raise SemrecError(f"evaluation: cut-off {max(ks)} needs at least {max(ks)} beams, got {num_beams}")
@@ -100,7 +106,7 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
         teacher.eval()
     t0 = time.perf_counter()
     gen = generate(model, table, num_beams=num_beams, batch_size=batch_size, constrained=constrained,
-                   renormalize=renormalize, teacher=teacher, progress=progress)
+                   renormalize=renormalize, temperature=temperature, teacher=teacher, progress=progress)
     # items sharing one token sequence (identical titles) are one entry: compare canonical ids
     targets = model.canonical_items().cpu()[table.targets]
     ranks = target_ranks(gen["items"], targets)

@@ -7,7 +7,7 @@ import torch
 
 from semrec.cf import (TEACHERS, BERT4Rec, BERT4RecConfig, CFTeacher, GRU4Rec, GRU4RecConfig, SASRec,
                        SASRecConfig, TrainConfig, evaluate_teacher, train_teacher)
-from semrec.cf.sequences import drop_prefix_duplicates, make_windows, training_sequences
+from semrec.cf.sequences import make_windows, merge_user_sequences, training_sequences
 from semrec.cf.train import length_batches
 from semrec.cli import main
 from semrec.data.dataset import Examples, SeqDataset
@@ -149,10 +149,15 @@ def test_windows_cover_every_target_once():
     assert make_windows([np.array([1, 2, 3])], 5, 1).tolist() == [[-1, -1, 1, 2, 3]]
 
 
-def test_prefix_duplicates_and_length_batches():
-    seqs = [np.array([1, 2]), np.array([1, 2, 3]), np.array([1, 2]), np.array([5, 6])]
-    kept, users = drop_prefix_duplicates(seqs, np.array([0, 0, 1, 0]))
-    assert [s.tolist() for s in kept] == [[1, 2, 3], [1, 2], [5, 6]] and users.tolist() == [0, 1, 0]
+def test_merge_user_sequences_and_length_batches():
+    seqs = [np.array([1, 2]), np.array([1, 2, 3]), np.array([1, 2]), np.array([5, 6]),
+            np.array([10, 11, 12, 13, 14, 15, 16]), np.array([13, 14, 15, 16, 17, 18]),  # overlap 4 -> chained
+            np.array([20, 21, 22]), np.array([21, 22, 23])]  # overlap 2 < min_overlap -> kept apart
+    users = np.array([0, 0, 1, 0, 2, 2, 3, 3])
+    kept, ku = merge_user_sequences(seqs, users, min_overlap=3)
+    got = sorted(zip(ku.tolist(), [s.tolist() for s in kept]))
+    assert got == [(0, [1, 2, 3]), (0, [5, 6]), (1, [1, 2]), (2, list(range(10, 19))),
+                   (3, [20, 21, 22]), (3, [21, 22, 23])]
     lengths = np.array([1, 5, 2, 2, 9, 1, 3, 4])
     batches = length_batches(lengths, 2, torch.Generator().manual_seed(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(8))
@@ -193,11 +198,11 @@ def test_trainer_never_sees_test_or_selection_targets(name):
         assert bool(seen & set(range(30, 40))) == include_valid  # valid targets only when asked
 
 
-@pytest.mark.parametrize("name,loss,lr", [("sasrec", "ce", 0.005), ("sasrec", "bce", 0.005),
-                                         ("bert4rec", "ce", 0.01), ("gru4rec", "ce", 0.005)])
-def test_training_reduces_loss(pattern_ds, name, loss, lr):
+@pytest.mark.parametrize("name,loss,epochs", [("sasrec", "ce", 4), ("sasrec", "bce", 4),
+                                             ("bert4rec", "ce", 8), ("gru4rec", "ce", 4)])
+def test_training_reduces_loss(pattern_ds, name, loss, epochs):
     model = TEACHERS[name](N, SMALL[name])
-    res = train_teacher(model, pattern_ds, TrainConfig(epochs=4, batch_size=16, lr=lr, loss=loss,
+    res = train_teacher(model, pattern_ds, TrainConfig(epochs=epochs, batch_size=16, lr=0.005, loss=loss,
                                                        num_negatives=2, ks=(10,), patience=10), progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.8 * losses[0]

@@ -132,3 +132,34 @@ def test_resolve_and_data_dir_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMREC_DATA_DIR", str(tmp_path))
     with pytest.raises(SemrecError, match="amazon18_toys_tca4rec: no such directory"):
         load_builtin("toys-t")
+
+
+def _tiny_tca(folder, item_rows, hist="[1, 2]"):
+    import gzip as gz
+
+    folder.mkdir(exist_ok=True)
+    with gz.open(folder / "item.csv.gz", "wt") as f:
+        f.write(",rawid,title,mapping_iid,brand,category,iid\n" + item_rows)
+    row = "uid,iid,his_len,hist_id,rating,label,hist_rating,hist_label,timestamp\n"
+    for name, uid in (("train_10000", 7), ("valid_5000", 3), ("test_5000", 7)):
+        with gz.open(folder / f"{name}.csv.gz", "wt") as f:
+            f.write(row + f'{uid},3,2,"{hist}",5.0,1,"[5.0, 4.0]","[1, 0]",{uid * 100}\n')
+    return folder
+
+
+def test_tca4rec_loader_checks_ids(tmp_path):
+    from semrec.data import load_tca4rec
+
+    rows = "0,A1,T one,A1,b,['x'],2\n1,A2,T two,A2,,\"['y', 'z']\",1\n2,A3,NA,A1,c,[],3\n"
+    ds = load_tca4rec(_tiny_tca(tmp_path / "ok", rows))
+    assert ds.items["raw_id"].tolist() == ["A2", "A1", "A3"]  # row i = iid i + 1
+    assert ds.items["title"].tolist() == ["T two", "T one", "NA"] and ds.items.loc[0, "brand"] is None
+    assert ds.items["category"].tolist() == [["y", "z"], ["x"], []]
+    assert ds.users["raw_id"].tolist() == ["3", "7"] and ds.train.users.tolist() == [1]
+    assert ds.train.history(0).tolist() == [0, 1] and ds.train.targets.tolist() == [2]
+    with pytest.raises(SemrecError, match=r"item.csv.gz: iid must be exactly 1..3"):
+        load_tca4rec(_tiny_tca(tmp_path / "gap", rows.replace(",3\n", ",4\n")))
+    with pytest.raises(SemrecError, match=r"train_10000.csv.gz: line 2: hist_id 9 is not an item"):
+        load_tca4rec(_tiny_tca(tmp_path / "bad", rows, hist="[1, 9]"))
+    with pytest.raises(SemrecError, match=r"line 2: hist_id has 3 items but his_len is 2"):
+        load_tca4rec(_tiny_tca(tmp_path / "len", rows, hist="[1, 2, 3]"))

@@ -117,13 +117,16 @@ def test_ct_matches_naive_trie_walk(name):
     # rows sum to 1 exactly where the target has a token (valid paths always have candidates), else 0
     has = targets != pad
     torch.testing.assert_close(dense.sum(-1), has.double(), atol=1e-12, rtol=0)
-    # sparse form: ascending allowed tokens, supported where the mass is
-    assert torch.equal(sparse.counts, (sparse.allowed_mask().sum(-1)))
-    assert torch.equal(sparse.allowed_mask() | (dense > 0), sparse.allowed_mask())
+    # sparse form: ascending allowed tokens with the mass on them; padded view round-trips
+    mask = sparse.allowed_mask()
+    assert torch.equal(sparse.counts, mask.sum(-1)) and torch.equal(mask | (dense > 0), mask)
+    idx, val, cnt = sparse.padded()
+    assert torch.equal(cnt, sparse.counts)
+    torch.testing.assert_close(torch.zeros_like(dense).scatter_add_(2, idx, val), dense, atol=0, rtol=0)
     for b in range(targets.shape[0]):
         for j in range(targets.shape[1]):
-            c = int(sparse.counts[b, j])
-            assert sparse.indices[b, j, :c].tolist() == sorted(set(sparse.indices[b, j, :c].tolist()))
+            c = int(cnt[b, j])
+            assert idx[b, j, :c].tolist() == mask[b, j].nonzero().squeeze(1).tolist()
     # a prefix continued by a single item puts all its mass on that item's next token
     seqs, singles = seqs_of(tokens, pad), 0
     for b, row in enumerate(seqs_of(targets, pad)):
@@ -190,18 +193,18 @@ def test_ct_real_titles(repo_data):
     fun = collaborative_token_distribution(logits, codes, targets, vocab_size=vocab, pad_id=pad)
     torch.testing.assert_close(sparse.to_dense(), fun, atol=1e-12, rtol=0)
     torch.testing.assert_close(fun.sum(-1), (targets != pad).double(), atol=1e-12, rtol=0)
-    assert sparse.indices.shape[-1] < 0.1 * vocab  # sparse form is much smaller than V
+    assert sparse.tokens.numel() < 0.05 * targets.numel() * vocab  # far smaller than dense
 
 
 def test_ct_errors():
     tokens, vocab, pad, logits, targets = make_case("titles_eos")
     ct = CollaborativeTokenizer(PrefixIndex(tokens, pad, vocab))
     bad = targets.clone()
-    bad[2, :3] = torch.tensor([0, 1, 2])
-    bad[2, 3:] = torch.tensor([0] + [pad] * (bad.shape[1] - 4))  # item [0, 1, 2] exists, [0, 1, 2, 0] not
+    bad[2] = torch.tensor([0, 1, 2, 0, 1, pad])  # item [0, 1, 2, EOS] exists, no item starts [0, 1, 2, 0]
     with pytest.raises(SemrecError, match=r"row 2 is not a prefix path.*\[0, 1, 2, 0\] \(token 0 at position 3\)"):
         ct(logits, bad)
-    assert collaborative_token_distribution(logits, tokens, bad, vocab_size=vocab, pad_id=pad)[2, 3].sum() == 0
+    fun = collaborative_token_distribution(logits, tokens, bad, vocab_size=vocab, pad_id=pad)
+    assert fun[2, 3].sum() == 1 and fun[2, 4].sum() == 0  # functional form: zeros past the valid prefix
     with pytest.raises(SemrecError, match="items but the prefix index"):
         ct(logits[:, :-1], targets)
     with pytest.raises(SemrecError, match="rows but item_logits"):
@@ -236,8 +239,8 @@ def test_alpha_zero_is_cross_entropy():
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     for cf in (sparse, sparse.to_dense().float(), None):
         got = soft_ntp_loss(logits, labels, cf, 0.0)
-        assert abs(float(got) - float(ce)) < 1e-6
-    assert abs(float(ntp_loss(logits, labels)) - float(ce)) < 1e-6
+        assert abs(got.item() - ce.item()) < 1e-6
+    assert abs(ntp_loss(logits, labels).item() - ce.item()) < 1e-6
     g1, = torch.autograd.grad(soft_ntp_loss(logits, labels, sparse, 0.0), logits)
     g2, = torch.autograd.grad(ce, logits)
     torch.testing.assert_close(g1, g2, atol=1e-7, rtol=0)
@@ -248,7 +251,7 @@ def test_soft_ntp_value_and_gradient_match_naive(alpha, tau):
     logits, labels, sparse = loss_case(seed=int(alpha * 10))
     dense = sparse.to_dense()
     dense[0, 1] = 0.0  # a position whose CF row is all zero -> one-hot
-    sparse.values[0, 1] = 0.0
+    sparse.values[sparse.ptr[1]: sparse.ptr[2]] = 0.0  # flat position 0 * L + 1
     ref = naive_soft_ntp(logits, labels, dense, alpha, tau)
     g_ref, = torch.autograd.grad(ref, logits)
     for cf in (dense, sparse):
@@ -260,7 +263,7 @@ def test_soft_ntp_value_and_gradient_match_naive(alpha, tau):
     if 0 < alpha < 1:
         y = (1 - alpha) * F.one_hot(labels.clamp(min=0), logits.shape[-1]) + alpha * dense
         soft_ce = -(y * torch.log_softmax(logits / tau, -1)).sum(-1)[labels != -100].mean()
-        assert abs(float(soft_ce) - float(ref)) > 1e-3
+        assert abs(soft_ce.item() - ref.item()) > 1e-3
 
 
 def test_msl_mode_matches_naive_masked():
@@ -268,7 +271,8 @@ def test_msl_mode_matches_naive_masked():
     mask = sparse.allowed_mask()
     ref = naive_soft_ntp(logits, labels, sparse.to_dense(), 0.3, 4.5, mask=mask | ~mask.any(-1, keepdim=True))
     g_ref, = torch.autograd.grad(ref, logits)
-    for allowed in (mask, sparse, (sparse.indices, sparse.counts)):
+    idx, _, cnt = sparse.padded()
+    for allowed in (mask, sparse, (idx, cnt)):
         got = soft_ntp_loss(logits, labels, sparse, 0.3, tau=4.5, allowed=allowed)
         g, = torch.autograd.grad(got, logits)
         torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
@@ -303,7 +307,7 @@ def test_label_smoothing():
     flat, lab = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
     ref = F.cross_entropy(flat, lab, label_smoothing=0.2)
     got = label_smoothing_loss(logits, labels, 0.2)
-    assert abs(float(got) - float(ref)) < 1e-6
+    assert abs(got.item() - ref.item()) < 1e-6
     torch.testing.assert_close(torch.autograd.grad(got, logits)[0], torch.autograd.grad(ref, logits)[0],
                                atol=1e-7, rtol=0)
     # MSL: uniform over the allowed tokens only
@@ -335,7 +339,7 @@ def test_reductions_chunking_and_registry(monkeypatch):
         assert torch.isfinite(TOKEN_LOSSES[name](logits, labels, sparse, w, tau=2.0, allowed=sparse))
     torch.testing.assert_close(TOKEN_LOSSES["soft_ntp"](logits, labels, sparse, 0.4), mean)
     empty = soft_ntp_loss(logits, torch.full_like(labels, -100), sparse, 0.4)
-    assert float(empty) == 0.0 and torch.autograd.grad(empty, logits)[0].abs().sum() == 0
+    assert empty.item() == 0.0 and torch.autograd.grad(empty, logits)[0].abs().sum() == 0
 
 
 def test_bf16_autocast_and_large_vocab():
@@ -345,16 +349,18 @@ def test_bf16_autocast_and_large_vocab():
     base = torch.randn(b, length, v, generator=g) * 3
     labels = torch.randint(0, v, (b, length), generator=g)
     labels[0, 4:] = -100
-    idx = torch.stack([labels.clamp(min=0), torch.randint(0, v, (b, length), generator=g)], -1)
-    vals = torch.tensor([0.6, 0.4]).expand(b, length, 2).contiguous()
-    cf = SparseTokenDistribution(idx, vals, torch.full((b, length), 2), v)
+    first = labels.clamp(min=0)
+    other = (first + 1 + torch.randint(0, v - 1, (b, length), generator=g)) % v
+    tokens = torch.stack([torch.minimum(first, other), torch.maximum(first, other)], -1).reshape(-1)
+    vals = torch.where(tokens.view(b, length, 2) == first.unsqueeze(-1), 0.6, 0.4).reshape(-1)
+    cf = SparseTokenDistribution(torch.arange(0, 2 * b * length + 1, 2), tokens, vals, (b, length, v))
     ref = soft_ntp_loss(base.clone().requires_grad_(True), labels, cf, 0.2, tau=1.5)
     x = base.to(torch.bfloat16).requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = soft_ntp_loss(x, labels, cf, 0.2, tau=1.5)
     loss.backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
-    assert torch.isfinite(loss) and abs(float(loss) - float(ref)) < 0.05
+    assert torch.isfinite(loss) and abs(loss.item() - ref.item()) < 0.05
     assert torch.isfinite(x.grad.float()).all()
 
 

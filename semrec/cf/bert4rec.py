@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from semrec.cf.base import CFTeacher, positions_from_start, register_teacher
 from semrec.cf.layers import Encoder
@@ -28,6 +29,7 @@ class BERT4RecConfig:
     max_len: int = 50  # window length including the appended [mask]
     mask_prob: float = 0.3
     mask_last_prob: float = 0.1
+    output_head: bool = True  # dense + GELU + LayerNorm on the states before the tied item table
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -55,6 +57,8 @@ class BERT4Rec(CFTeacher):
         self.mask_id = self.num_items + 1
         self.encoder = Encoder(c.hidden, c.layers, c.heads, c.ffn, c.dropout, c.attn_dropout,
                                max_positions=c.max_len, activation="gelu")
+        self.head = (nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.GELU(), nn.LayerNorm(c.hidden))
+                     if c.output_head else nn.Identity())
         init_weights(self, c.init_std)
 
     @classmethod
@@ -67,7 +71,7 @@ class BERT4Rec(CFTeacher):
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) 1-based ids (0 = padding, N + 1 = [mask]) -> (B, L, d) bidirectional states."""
         valid = ids != 0
-        return self.encoder(self.item_emb(ids), positions_from_start(ids), valid, causal=False)
+        return self.head(self.encoder(self.item_emb(ids), positions_from_start(ids), valid, causal=False))
 
     def encode_last(self, ids: torch.Tensor) -> torch.Tensor:
         masked = torch.cat([ids, torch.full_like(ids[:, :1], self.mask_id)], dim=1)

@@ -16,10 +16,12 @@ sequence `history + [target]`, and every item of it after the first becomes a tr
   contain that user's earlier valid/test targets. With `include_valid`, the 5,000 `valid_5000` rows
   (history + target) are added; test histories are never used (they hold other test targets).
 
-Within one user, a sequence that is a prefix of another of that user's sequences is dropped (the
-P train sequence is a prefix of the P valid sequence), so no (context, target) pair is counted twice
-by that overlap. Sequences longer than a window are cut into several windows so that every target
-position is used exactly once.
+Within one user, a sequence contained in another of that user's sequences is dropped (the P train
+sequence is a prefix of the P valid sequence; some T rows are duplicated), and sequences that overlap
+by at least 5 items (T rows of one user are often sliding windows over the same history: shifted by
+1..10 positions) are chained into one. So each interaction of the used rows is a training target once,
+not once per overlapping row. Sequences longer than a window are cut into several windows so that
+every target position is used exactly once.
 """
 
 from __future__ import annotations
@@ -36,22 +38,62 @@ def split_sequences(examples: Examples) -> tuple[list[np.ndarray], np.ndarray]:
     return seqs, examples.users.copy()
 
 
-def drop_prefix_duplicates(seqs: list[np.ndarray], users: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Drop each sequence that equals or is a prefix of another sequence of the same user."""
-    order = sorted(range(len(seqs)), key=lambda i: (int(users[i]), -len(seqs[i])))
-    kept: list[int] = []
-    user_kept: list[np.ndarray] = []
-    current = None
-    for i in order:
-        if users[i] != current:
-            current, user_kept = users[i], []
-        s = seqs[i]
-        if any(len(k) >= len(s) and np.array_equal(k[:len(s)], s) for k in user_kept):
-            continue
-        user_kept.append(s)
-        kept.append(i)
-    kept.sort()
-    return [seqs[i] for i in kept], users[kept]
+def _overlap(a: np.ndarray, b: np.ndarray, min_overlap: int) -> int:
+    """Largest k >= min_overlap with a[-k:] == b[:k] (k < len(a), k < len(b)); 0 if none."""
+    for k in range(min(len(a), len(b)) - 1, min_overlap - 1, -1):
+        if np.array_equal(a[len(a) - k:], b[:k]):
+            return k
+    return 0
+
+
+def _contains(big: np.ndarray, small: np.ndarray) -> bool:
+    """Whether `small` occurs in `big` as a contiguous run."""
+    n, m = len(big), len(small)
+    if m > n:
+        return False
+    if m == 0:
+        return True
+    windows = np.lib.stride_tricks.sliding_window_view(big, m)
+    return bool((windows == small).all(1).any())
+
+
+def merge_user_sequences(seqs: list[np.ndarray], users: np.ndarray, *, min_overlap: int = 5
+                         ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per user, drop sequences contained in another one and chain sequences that overlap.
+
+    A sequence that occurs as a contiguous run inside another of the same user adds nothing (the
+    protocol-P train sequence is a prefix of the valid one; duplicated rows). Two sequences where the
+    last k >= min_overlap items of one are the first k of the other are sliding windows over the same
+    user history (protocol-T rows of one user often are), and are joined into one, so every
+    interaction is a training target once instead of once per overlapping row.
+    Output: one list per user in order of first appearance; users (S,) aligned with it.
+    """
+    by_user: dict[int, list[np.ndarray]] = {}
+    for s, u in zip(seqs, users.tolist()):
+        by_user.setdefault(u, []).append(np.asarray(s))
+    out_seqs: list[np.ndarray] = []
+    out_users: list[int] = []
+    for u, group in by_user.items():
+        group = sorted(group, key=len, reverse=True)
+        kept: list[np.ndarray] = []
+        for s in group:
+            if not any(_contains(k, s) for k in kept):
+                kept.append(s)
+        merged = True
+        while merged and len(kept) > 1:
+            merged = False
+            for i in range(len(kept)):
+                for j in range(len(kept)):
+                    if i != j and (k := _overlap(kept[i], kept[j], min_overlap)):
+                        joined = np.concatenate([kept[i], kept[j][k:]])
+                        kept = [x for t, x in enumerate(kept) if t not in (i, j)] + [joined]
+                        merged = True
+                        break
+                if merged:
+                    break
+        out_seqs += kept
+        out_users += [u] * len(kept)
+    return out_seqs, np.asarray(out_users, dtype=np.int64)
 
 
 def training_sequences(dataset: SeqDataset, *, include_valid: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
@@ -60,7 +102,7 @@ def training_sequences(dataset: SeqDataset, *, include_valid: bool = False) -> t
     if include_valid:
         vs, vu = split_sequences(dataset.valid)
         seqs, users = seqs + vs, np.concatenate([users, vu])
-    seqs, users = drop_prefix_duplicates(seqs, users)
+    seqs, users = merge_user_sequences(seqs, users)
     if not seqs:
         raise SemrecError(f"dataset {dataset.name}: the train split is empty; nothing to train the teacher on")
     return seqs, users

@@ -33,7 +33,8 @@ def _names(text: str) -> list[str]:
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset directory to write (must not exist unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once the new one is complete)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it exists (only once the new one is complete)")
     p.add_argument("--name", help="dataset name stored in meta.json (default: from the input file name)")
 
 
@@ -41,11 +42,15 @@ def _add_prepare_options(p: argparse.ArgumentParser, *, kcore_default: int, unkn
     g = p.add_argument_group("filtering and splitting (override --config; a YAML file uses the same names "
                              "with underscores, e.g. min_user_interactions)")
     g.add_argument("--config", help="YAML file of options (keys: the field names of the config dataclass)")
-    g.add_argument("--kcore", type=int, metavar="N", help=f"k-core: users and items need >= K interactions (default {kcore_default})")
-    g.add_argument("--min-user", type=int, metavar="N", dest="min_user_interactions", help="k-core bound for users only")
-    g.add_argument("--min-item", type=int, metavar="N", dest="min_item_interactions", help="k-core bound for items only")
+    g.add_argument("--kcore", type=int, metavar="N",
+                   help=f"k-core: users and items need >= N interactions (default {kcore_default})")
+    g.add_argument("--min-user", type=int, metavar="N", dest="min_user_interactions",
+                   help="k-core bound for users only")
+    g.add_argument("--min-item", type=int, metavar="N", dest="min_item_interactions",
+                   help="k-core bound for items only")
     g.add_argument("--min-rating", type=float, metavar="X", help="keep interactions with rating >= this")
-    g.add_argument("--window-months", type=int, metavar="N", help="keep only the last N months before the newest interaction")
+    g.add_argument("--window-months", type=int, metavar="N",
+                   help="keep only the last N months before the newest interaction")
     g.add_argument("--keep-duplicates", action="store_const", const=False, dest="drop_duplicates",
                    help="keep repeated identical (user, item, timestamp) rows (dropped and counted by default)")
     g.add_argument("--unknown-items", choices=["error", "drop", "keep"],
@@ -56,16 +61,21 @@ def _add_prepare_options(p: argparse.ArgumentParser, *, kcore_default: int, unkn
     g.add_argument("--drop-untitled", action="store_const", const=True, help="drop items without a title")
     g.add_argument("--ascii-only", action="store_const", const=True, dest="title_ascii_only",
                    help="drop items whose title has non-ASCII characters (as TCA4Rec does)")
-    g.add_argument("--max-title-len", type=int, metavar="N", dest="title_max_len", help="truncate titles to N characters")
+    g.add_argument("--max-title-len", type=int, metavar="N", dest="title_max_len",
+                   help="truncate titles to N characters")
     g.add_argument("--no-html-unescape", action="store_const", const=False, dest="title_html_unescape",
                    help="keep HTML entities (&amp;) in titles")
     g.add_argument("--split", choices=["loo", "time"],
                    help="loo: leave-one-out per user (default); time: global chronological split of all "
                         "samples by target time (TCA4Rec style)")
-    g.add_argument("--ratios", type=_floats, metavar="A,B,C", help="time split ratios train,valid,test (default 0.8,0.1,0.1)")
-    g.add_argument("--min-history", type=int, metavar="N", help="time split: a sample needs >= N earlier items (default 1)")
-    g.add_argument("--max-history", type=int, metavar="N", help="keep only the last N items of each history (default: all)")
-    g.add_argument("--subsample", type=_ints, metavar="A,B,C", help="time split: draw n_train,n_valid,n_test rows at random "
+    g.add_argument("--ratios", type=_floats, metavar="A,B,C",
+                   help="time split ratios train,valid,test (default 0.8,0.1,0.1)")
+    g.add_argument("--min-history", type=int, metavar="N",
+                   help="time split: a sample needs >= N earlier items (default 1)")
+    g.add_argument("--max-history", type=int, metavar="N",
+                   help="keep only the last N items of each history (default: all)")
+    g.add_argument("--subsample", type=_ints, metavar="A,B,C",
+                   help="time split: draw n_train,n_valid,n_test rows at random "
                                                   "(e.g. 10000,5000,5000 as in the TCA4Rec release)")
     g.add_argument("--seed", type=int, metavar="N", help="seed for --subsample (default 42)")
 
@@ -158,7 +168,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     q = sub.add_parser("prepare", help="write a built-in dataset to a dataset directory",
-                       description=f"Write a built-in dataset to a directory every command accepts. Names: {BUILTIN_HELP}.")
+                       description="Write a built-in dataset to a directory every command accepts. "
+                                   f"Names: {BUILTIN_HELP}.")
     q.add_argument("dataset", metavar="NAME", help=BUILTIN_HELP)
     _add_output(q)
     q.set_defaults(func=_prepare)
@@ -178,11 +189,13 @@ def register(subparsers) -> None:
     c.add_argument("--item-col", help="item column of the interactions (default item_id)")
     c.add_argument("--time-col", help="timestamp column (default timestamp)")
     c.add_argument("--rating-col", help="rating column used by --min-rating (default rating)")
-    c.add_argument("--keep-cols", type=_names, metavar="COLS", help="extra interaction columns to keep, comma separated (default all)")
+    c.add_argument("--keep-cols", type=_names, metavar="COLS",
+                   help="extra interaction columns to keep, comma separated (default all)")
     c.add_argument("--sep", help="CSV separator (default: tab for .tsv, comma otherwise)")
     c.add_argument("--items-id-col", help="item id column of the items file (default item_id)")
     c.add_argument("--title-col", help="title column of the items file (default title)")
-    c.add_argument("--text-cols", type=_names, metavar="COLS", help="extra item columns to keep, comma separated (default all)")
+    c.add_argument("--text-cols", type=_names, metavar="COLS",
+                   help="extra item columns to keep, comma separated (default all)")
     _add_prepare_options(q, kcore_default=0, unknown_default="error")
     q.set_defaults(func=_import)
 

@@ -102,7 +102,8 @@ def read_amazon_reviews(path: str | Path, year: int) -> pd.DataFrame:
         try:
             t = int(r["unixReviewTime"])
         except (TypeError, ValueError):
-            raise SemrecError(f"{path}: line {lineno}: unixReviewTime {r['unixReviewTime']!r} is not an integer") from None
+            raise SemrecError(f"{path}: line {lineno}: unixReviewTime {r['unixReviewTime']!r} "
+                              "is not an integer") from None
         users.append(str(r["reviewerID"]))
         items.append(str(r["asin"]))
         times.append(t)

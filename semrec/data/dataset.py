@@ -288,6 +288,8 @@ def _plain_cells(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         col = df[c]
         if col.dtype == object:
+            if pd.api.types.infer_dtype(col, skipna=False) in ("string", "empty"):
+                continue  # plain str cells already (fast path for long columns such as `split`)
             df[c] = pd.Series([_plain_value(v) for v in col.tolist()], index=df.index, dtype=object)
         elif pd.api.types.is_string_dtype(col.dtype):  # pandas' str dtype: NaN for missing
             df[c] = col.astype(object).where(col.notna(), None)

@@ -60,9 +60,11 @@ class PrepareConfig:
             raise SemrecError(f"subsample must be three non-negative row counts, got {self.subsample}")
 
     def effective_min_user(self) -> int:
-        """The user threshold actually applied: LOO needs 3 events, a time split min_history + 1."""
-        need = 3 if self.split == "loo" else self.min_history + 1
-        return max(self.min_user_interactions, need)
+        """The user threshold actually applied: leave-one-out needs 3 events per user, so it is raised to 3.
+
+        A time split keeps the bound as given (as TCA4Rec does): users with <= min_history events give
+        no sample but still count in the k-core."""
+        return max(self.min_user_interactions, 3) if self.split == "loo" else self.min_user_interactions
 
 
 def clean_title(title, *, html_unescape: bool = True, max_len: int | None = None) -> str | None:

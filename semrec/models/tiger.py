@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
+from semrec.models.base import GenerativeRecommender
 from semrec.models.batching import Batch, hash_users, history_tokens
 
 
@@ -86,24 +86,75 @@ class TigerRecommender(GenerativeRecommender):
                       decoder_input_ids=self._decoder_inputs(batch.target_tokens), use_cache=False, return_dict=True)
         return out.logits
 
+    # ----- cached decoding ------------------------------------------------------------------------
+    # The decoder step is written out on the HF modules' weights so that the beams of a user share one copy
+    # of the cross-attention keys/values: their queries are grouped as (B, H, beams, d) against (B, H, S, d).
+    # transformers' generate() instead repeats (and reorders every step) that cache once per beam. The
+    # tests check these logits against the HF forward pass and generate().
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        enc = self.hf.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, return_dict=True)
-        start = batch.input_ids.new_full((len(batch), 1), self.start_id)
-        out = self.hf(encoder_outputs=enc, attention_mask=batch.attention_mask, decoder_input_ids=start,
-                      use_cache=True, return_dict=True)
-        state = {"enc": enc, "mask": batch.attention_mask, "cache": out.past_key_values}
-        return out.logits[:, -1], state
+        enc = self.hf.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                    return_dict=True).last_hidden_state
+        b, s, _ = enc.shape
+        cross = []
+        for blk in self.hf.decoder.block:
+            att = blk.layer[1].EncDecAttention
+            cross.append(tuple(proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim).transpose(1, 2)
+                               for proj in (att.k, att.v)))
+        bias = torch.zeros((b, 1, 1, s), dtype=enc.dtype, device=enc.device)
+        bias = bias.masked_fill(batch.attention_mask[:, None, None, :] == 0, torch.finfo(enc.dtype).min)
+        state = {"cross": cross, "bias": bias, "self": None, "t": 0, "group": 1}
+        start = batch.input_ids.new_full((b,), self.start_id)
+        return self._decode_step(start, state)
 
     def expand_state(self, state: dict, beams: int) -> dict:
-        enc = state["enc"]
-        enc.last_hidden_state = enc.last_hidden_state.repeat_interleave(beams, 0)
-        return {"enc": enc, "mask": state["mask"].repeat_interleave(beams, 0),
-                "cache": repeat_cache(state["cache"], beams)}
+        selfkv = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in state["self"]]
+        return {**state, "self": selfkv, "group": state["group"] * beams}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        # Beams of one user share the encoder input, so only the decoder self-attention cache is reordered.
-        cache = reorder_cache(state["cache"], beam_idx, self_attention_only=True)
-        out = self.hf(encoder_outputs=state["enc"], attention_mask=state["mask"], decoder_input_ids=tokens[:, None],
-                      past_key_values=cache, use_cache=True, return_dict=True)
-        state["cache"] = out.past_key_values
-        return out.logits[:, -1], state
+        state = {**state, "self": [(k.index_select(0, beam_idx), v.index_select(0, beam_idx))
+                                   for k, v in state["self"]]}
+        return self._decode_step(tokens, state)
+
+    def _self_bias(self, length: int, device: torch.device) -> torch.Tensor:
+        """(1, H, 1, length): T5's relative position bias of the query at position length-1."""
+        att = self.hf.decoder.block[0].layer[0].SelfAttention
+        rel = torch.arange(length, device=device) - (length - 1)
+        bucket = att._relative_position_bucket(rel, bidirectional=False,
+                                               num_buckets=att.relative_attention_num_buckets,
+                                               max_distance=att.relative_attention_max_distance)
+        return att.relative_attention_bias(bucket).t()[None, :, None, :]
+
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        scores = torch.matmul(q, k.transpose(-1, -2)) + bias  # T5: no 1/sqrt(d) scaling
+        return torch.matmul(torch.softmax(scores.float(), -1).type_as(scores), v)
+
+    def _decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        dec = self.hf.decoder
+        r, g, t = tokens.shape[0], state["group"], state["t"]
+        b = r // g
+        x = dec.embed_tokens(tokens)[:, None, :]  # (R, 1, D)
+        pos_bias = self._self_bias(t + 1, x.device)
+        new_self = []
+        for i, blk in enumerate(dec.block):
+            sa, ca = blk.layer[0], blk.layer[1]
+            att = sa.SelfAttention
+            h, d = att.n_heads, att.key_value_proj_dim
+            y = sa.layer_norm(x)
+            q, k, v = (proj(y).view(r, 1, h, d).transpose(1, 2) for proj in (att.q, att.k, att.v))
+            if state["self"] is not None:
+                k = torch.cat([state["self"][i][0], k], 2)
+                v = torch.cat([state["self"][i][1], v], 2)
+            new_self.append((k, v))
+            x = x + att.o(self._attend(q, k, v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
+            att = ca.EncDecAttention
+            q = att.q(ca.layer_norm(x)).view(b, g, h, d).transpose(1, 2)  # (B, H, beams, d)
+            ck, cv = state["cross"][i]
+            out = self._attend(q, ck, cv, state["bias"])  # (B, H, beams, d)
+            x = x + att.o(out.transpose(1, 2).reshape(r, 1, h * d))
+            x = blk.layer[2](x)
+        x = dec.final_layer_norm(x)
+        if getattr(self.hf.config, "scale_decoder_outputs", self.hf.config.tie_word_embeddings):
+            x = x * (self.hf.model_dim ** -0.5)
+        logits = self.hf.lm_head(x)[:, 0]
+        return logits, {**state, "self": new_self, "t": t + 1}

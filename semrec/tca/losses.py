@@ -33,15 +33,63 @@ CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
 _NEG_INF = float("-inf")
 
 
+class _CfRows:
+    """The CF rows of one chunk: dense (C, V), or sparse entries (local row, token, value)."""
+
+    def __init__(self, dense: torch.Tensor | None = None, local=None, tok=None, val=None, rows: int = 0):
+        self.dense, self.local, self.tok, self.val, self.n = dense, local, tok, val, rows
+
+    def _sum(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(self.n, dtype=x.dtype, device=x.device).index_add_(0, self.local, x)
+
+    def mass(self) -> torch.Tensor:
+        return self.dense.sum(1) if self.dense is not None else self._sum(self.val)
+
+    def terms(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mass, log sum cf * exp(z), sum cf * z, sum cf * log cf) per row."""
+        if self.dense is not None:
+            v = self.dense
+            lcf = torch.logsumexp(z + v.log(), dim=1)
+            cz = torch.where(v > 0, v * z, torch.zeros_like(z)).sum(1)
+            return v.sum(1), lcf, cz, torch.xlogy(v, v).sum(1)
+        v, zk = self.val, z[self.local, self.tok]
+        x = zk + v.log()
+        m = torch.full((self.n,), _NEG_INF, dtype=z.dtype, device=z.device)
+        m = m.scatter_reduce_(0, self.local, x, reduce="amax", include_self=True)
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        lcf = self._sum(torch.exp(x - m[self.local])).log() + m
+        cz = self._sum(torch.where(v > 0, v * zk, torch.zeros_like(zk)))
+        return self._sum(v), lcf, cz, self._sum(torch.xlogy(v, v))
+
+    def subtract(self, grad: torch.Tensor, coef: torch.Tensor, z: torch.Tensor, shift: torch.Tensor | None) -> None:
+        """grad -= coef[:, None] * cf (* exp(z - shift[:, None]) when shift is given)."""
+        if self.dense is not None:
+            w = self.dense if shift is None else self.dense * torch.exp(z - shift.unsqueeze(1))
+            grad.sub_(coef.unsqueeze(1) * w)
+            return
+        w = self.val if shift is None else self.val * torch.exp(z[self.local, self.tok] - shift[self.local])
+        grad.index_put_((self.local, self.tok), -(coef[self.local] * w), accumulate=True)
+
+
+def _csr_entries(ptr: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(local row (E,), entry index (E,)) of the CSR entries of rows r (C,)."""
+    start = ptr[r]
+    cnt = ptr[r + 1] - start
+    total = int(cnt.sum())
+    local = torch.repeat_interleave(torch.arange(r.numel(), device=r.device), cnt, output_size=total)
+    offset = torch.cumsum(cnt, 0) - cnt
+    return local, start[local] + torch.arange(total, device=r.device) - offset[local]
+
+
 @dataclass
 class _Plan:
     mode: str
     weight: float  # alpha / lam / eps
     tau: float
-    rows: torch.Tensor  # (P,) flat indices of the non-ignored positions
+    rows: torch.Tensor  # (P,) flat indices of the non-ignored positions, ascending
     targets: torch.Tensor  # (P,)
-    cf: Any  # None | dense (R, V) view | (indices (R, K), values (R, K))
-    allowed: Any  # None | dense bool (R, V) view | (indices (R, K), counts (R,))
+    cf: Any  # None | dense (R, V) view | SparseTokenDistribution
+    allowed: Any  # None | dense bool (R, V) view | SparseTokenDistribution | (indices (R, K), counts (R,))
     vocab: int
     chunk: int
     dtype: torch.dtype
@@ -53,6 +101,10 @@ class _Plan:
             return z, None
         if isinstance(self.allowed, torch.Tensor):
             mask = self.allowed[r]
+        elif isinstance(self.allowed, SparseTokenDistribution):
+            local, e = _csr_entries(self.allowed.ptr, r)
+            mask = torch.zeros(r.numel(), self.vocab, dtype=torch.bool, device=z.device)
+            mask[local, self.allowed.tokens[e]] = True
         else:
             idx, cnt = self.allowed[0][r], self.allowed[1][r]
             k = torch.arange(idx.shape[1], device=idx.device)
@@ -62,37 +114,13 @@ class _Plan:
         mask = mask | ~mask.any(dim=1, keepdim=True)  # a row with nothing allowed stays unmasked
         return z.masked_fill(~mask, _NEG_INF), mask
 
-    def cf_rows(self, r: torch.Tensor):
+    def cf_rows(self, r: torch.Tensor) -> _CfRows | None:
         if self.cf is None:
             return None
         if isinstance(self.cf, torch.Tensor):
-            return self.cf[r].to(self.dtype)
-        return self.cf[0][r], self.cf[1][r].to(self.dtype)
-
-
-def _cf_terms(z: torch.Tensor, cf) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(cf mass, log sum cf*exp(z), sum cf*z, sum cf*log cf) per row, for dense or sparse cf rows."""
-    if isinstance(cf, torch.Tensor):
-        vals, zk = cf, z
-    else:
-        idx, vals = cf
-        zk = z.gather(1, idx)
-    mass = vals.sum(1)
-    lcf = torch.logsumexp(zk + vals.log(), dim=1)
-    cz = torch.where(vals > 0, vals * zk, torch.zeros_like(zk)).sum(1)
-    clogc = torch.xlogy(vals, vals).sum(1)
-    return mass, lcf, cz, clogc
-
-
-def _add_cf(grad: torch.Tensor, cf, coef: torch.Tensor, z: torch.Tensor, shift: torch.Tensor | None) -> None:
-    """grad -= coef[:, None] * cf (* exp(z - shift[:, None]) if shift is given), dense or sparse cf."""
-    if isinstance(cf, torch.Tensor):
-        w = cf if shift is None else cf * torch.exp(z - shift.unsqueeze(1))
-        grad.sub_(coef.unsqueeze(1) * w)
-    else:
-        idx, vals = cf
-        w = vals if shift is None else vals * torch.exp(z.gather(1, idx) - shift.unsqueeze(1))
-        grad.scatter_add_(1, idx, -(coef.unsqueeze(1) * w))
+            return _CfRows(dense=self.cf[r].to(self.dtype))
+        local, e = _csr_entries(self.cf.ptr, r)
+        return _CfRows(local=local, tok=self.cf.tokens[e], val=self.cf.values[e].to(self.dtype), rows=r.numel())
 
 
 class _TokenLoss(torch.autograd.Function):
@@ -117,7 +145,7 @@ class _TokenLoss(torch.autograd.Function):
             if a == "soft_ntp":
                 log_s = zt
                 if cf is not None and w > 0:
-                    mass, lcf, _, _ = _cf_terms(z, cf)
+                    mass, lcf, _, _ = cf.terms(z)
                     la = math.log1p(-w) if w < 1 else _NEG_INF
                     mixed = torch.logaddexp(zt + la, lcf + math.log(w))
                     log_s = torch.where(mass > 0, mixed, zt)
@@ -126,7 +154,7 @@ class _TokenLoss(torch.autograd.Function):
             elif a == "aux_kl":
                 out = lse - zt
                 if cf is not None and w != 0:
-                    mass, _, cz, clogc = _cf_terms(z, cf)
+                    mass, _, cz, clogc = cf.terms(z)
                     kl = clogc - cz + mass * lse
                     out = out + w * torch.where(mass > 0, kl, torch.zeros_like(kl))
                 loss[sl] = out
@@ -163,23 +191,23 @@ class _TokenLoss(torch.autograd.Function):
             lse = lse_all[sl]
             grad = torch.exp(z - lse.unsqueeze(1))  # softmax p
             cf = plan.cf_rows(r)
-            if a == "soft_ntp":
+            if a == "soft_ntp":  # d/dz = p - y~ p / S
                 log_s = aux_all[sl]
                 q_t = torch.ones_like(lse)
                 if cf is not None and w > 0:
                     zt = z.gather(1, t.unsqueeze(1)).squeeze(1)
-                    has = cf.sum(1) > 0 if isinstance(cf, torch.Tensor) else cf[1].sum(1) > 0
+                    has = cf.mass() > 0
                     q_t = torch.where(has, (1 - w) * torch.exp(zt - log_s), q_t)
-                    _add_cf(grad, cf, torch.where(has, torch.full_like(lse, w), torch.zeros_like(lse)), z, log_s)
+                    cf.subtract(grad, torch.where(has, torch.full_like(lse, w), torch.zeros_like(lse)), z, log_s)
                 grad.scatter_add_(1, t.unsqueeze(1), -q_t.unsqueeze(1))
-            elif a == "aux_kl":
+            elif a == "aux_kl":  # d/dz = p - onehot + lam (mass p - cf)
                 grad.scatter_add_(1, t.unsqueeze(1), -torch.ones_like(lse).unsqueeze(1))
                 if cf is not None and w != 0:
-                    mass = cf.sum(1) if isinstance(cf, torch.Tensor) else cf[1].sum(1)
+                    mass = cf.mass()
                     coef = torch.where(mass > 0, torch.full_like(mass, w), torch.zeros_like(mass))
                     grad.add_((coef * mass).unsqueeze(1) * torch.exp(z - lse.unsqueeze(1)))
-                    _add_cf(grad, cf, coef, z, None)
-            else:
+                    cf.subtract(grad, coef, z, None)
+            else:  # d/dz = p - smoothed target
                 cnt = aux_all[sl]
                 uni = (w / cnt).unsqueeze(1)
                 grad.sub_(uni if mask is None else uni * mask)
@@ -194,10 +222,9 @@ def _flat_cf(cf, logits: torch.Tensor):
     if cf is None:
         return None
     if isinstance(cf, SparseTokenDistribution):
-        if tuple(cf.indices.shape[:-1]) != tuple(logits.shape[:-1]) or cf.vocab_size != v:
+        if tuple(cf.shape[:2]) != tuple(logits.shape[:-1]) or cf.vocab_size != v:
             raise SemrecError(f"cf_probs: sparse shape {tuple(cf.shape)} does not match logits {tuple(logits.shape)}")
-        k = cf.indices.shape[-1]
-        return cf.indices.reshape(-1, k).to(logits.device), cf.values.detach().reshape(-1, k).to(logits.device)
+        return cf.to(logits.device)
     if isinstance(cf, torch.Tensor):
         if cf.shape != logits.shape:
             raise SemrecError(f"cf_probs: shape {tuple(cf.shape)} does not match logits {tuple(logits.shape)}")
@@ -210,8 +237,11 @@ def _flat_allowed(allowed, logits: torch.Tensor):
     if allowed is None:
         return None
     if isinstance(allowed, SparseTokenDistribution):
-        allowed = (allowed.indices, allowed.counts)
-    if isinstance(allowed, tuple):
+        if tuple(allowed.shape[:2]) != tuple(logits.shape[:-1]) or allowed.vocab_size != v:
+            raise SemrecError(f"allowed: sparse shape {tuple(allowed.shape)} does not match logits "
+                              f"{tuple(logits.shape)}")
+        return allowed.to(logits.device)
+    if isinstance(allowed, tuple) and len(allowed) == 2:
         idx, cnt = allowed
         if tuple(idx.shape[:-1]) != tuple(logits.shape[:-1]) or tuple(cnt.shape) != tuple(logits.shape[:-1]):
             raise SemrecError(f"allowed: index shape {tuple(idx.shape)} / counts {tuple(cnt.shape)} do not match "
@@ -302,10 +332,12 @@ def msl_mask_logits(logits: torch.Tensor, allowed) -> torch.Tensor:
     """
     if isinstance(allowed, SparseTokenDistribution):
         mask = allowed.allowed_mask()
-    elif isinstance(allowed, tuple):
+    elif isinstance(allowed, tuple) and len(allowed) == 2:
         idx, cnt = allowed
-        mask = SparseTokenDistribution(idx, torch.zeros(idx.shape, device=idx.device), cnt,
-                                       logits.shape[-1]).allowed_mask()
+        k = torch.arange(idx.shape[-1], device=idx.device)
+        idx = torch.where(k < cnt.unsqueeze(-1), idx, torch.full_like(idx, logits.shape[-1]))
+        mask = torch.zeros(*idx.shape[:-1], logits.shape[-1] + 1, dtype=torch.bool, device=idx.device)
+        mask = mask.scatter_(-1, idx, True)[..., : logits.shape[-1]]
     elif isinstance(allowed, torch.Tensor) and allowed.dtype == torch.bool:
         mask = allowed
     else:

@@ -11,7 +11,7 @@ targets[b, j] is padding.
   :class:`~semrec.trie.PrefixIndex`; at position 0 the candidates are the whole catalogue (one dense
   softmax over (B, N)); deeper candidates are contiguous sorted ranges, gathered flat (in bounded chunks)
   and reduced with ``scatter_reduce_``/``index_add_``. It returns the dense (B, L, V) tensor or a
-  :class:`SparseTokenDistribution` (for title vocabularies of 50k tokens).
+  :class:`SparseTokenDistribution` (CSR: one entry per allowed next token; for 50k-token vocabularies).
 """
 
 from __future__ import annotations
@@ -24,52 +24,73 @@ from semrec.errors import SemrecError
 from semrec.trie import PrefixIndex, check_token_rows
 
 # Flat candidate elements processed at once for positions >= 1 (bounds the CT's working memory).
-CHUNK_ELEMENTS = 1 << 23
+CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass
 class SparseTokenDistribution:
-    """Padded sparse (B, L, V) distribution.
+    """A sparse (B, L, V) next-token distribution in CSR form over the B * L positions (row r = b * L + j).
 
-    For each (b, j) the first ``counts[b, j]`` entries of ``indices[b, j]`` are the trie-allowed next
-    tokens after ``targets[b, :j]`` (ascending) and ``values[b, j]`` their probabilities; the remaining
-    entries are padding (index 0, value 0). Positions where the target is padding have count 0.
+    Entries ``ptr[r]:ptr[r + 1]`` of ``tokens`` are the trie-allowed next tokens after ``targets[b, :j]``
+    (ascending) and ``values`` their probabilities; a position whose target is padding has no entries.
+    Size: one entry per allowed token (at position 0 every row lists the root's children), so a
+    50k-token vocabulary costs nothing extra.
     """
 
-    indices: torch.Tensor  # (B, L, K) long
-    values: torch.Tensor  # (B, L, K) float
-    counts: torch.Tensor  # (B, L) long
-    vocab_size: int
+    ptr: torch.Tensor  # (B * L + 1,) long
+    tokens: torch.Tensor  # (M,) long
+    values: torch.Tensor  # (M,) float
+    shape: tuple[int, int, int]  # (B, L, V)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (*self.indices.shape[:2], self.vocab_size)
+    def vocab_size(self) -> int:
+        return self.shape[2]
 
     @property
     def device(self) -> torch.device:
         return self.values.device
 
-    def to(self, device: torch.device | str) -> "SparseTokenDistribution":
-        return SparseTokenDistribution(self.indices.to(device), self.values.to(device), self.counts.to(device),
-                                       self.vocab_size)
+    @property
+    def counts(self) -> torch.Tensor:
+        """LongTensor (B, L): number of allowed next tokens per position."""
+        return (self.ptr[1:] - self.ptr[:-1]).view(self.shape[0], self.shape[1])
 
-    def valid(self) -> torch.Tensor:
-        """BoolTensor (B, L, K): which entries are real (k < counts)."""
-        k = torch.arange(self.indices.shape[-1], device=self.indices.device)
-        return k < self.counts.unsqueeze(-1)
+    def rows(self) -> torch.Tensor:
+        """LongTensor (M,): flat position b * L + j of every entry."""
+        n_pos = self.shape[0] * self.shape[1]
+        return torch.repeat_interleave(torch.arange(n_pos, device=self.device), self.ptr[1:] - self.ptr[:-1],
+                                       output_size=self.tokens.numel())
+
+    def to(self, device: torch.device | str) -> "SparseTokenDistribution":
+        return SparseTokenDistribution(self.ptr.to(device), self.tokens.to(device), self.values.to(device),
+                                       self.shape)
 
     def to_dense(self) -> torch.Tensor:
-        """The (B, L, V) dense tensor."""
-        out = torch.zeros(self.shape, dtype=self.values.dtype, device=self.device)
-        return out.scatter_add_(2, self.indices, self.values)
+        """The dense (B, L, V) tensor."""
+        out = torch.zeros(self.shape[0] * self.shape[1], self.shape[2], dtype=self.values.dtype, device=self.device)
+        out[self.rows(), self.tokens] = self.values
+        return out.view(self.shape)
 
     def allowed_mask(self) -> torch.Tensor:
         """BoolTensor (B, L, V): the trie-allowed next tokens (the MSL mask)."""
-        b, l, k = self.indices.shape
-        idx = torch.where(self.valid(), self.indices, torch.full_like(self.indices, self.vocab_size))
-        mask = torch.zeros(b, l, self.vocab_size + 1, dtype=torch.bool, device=self.device)
-        mask.scatter_(2, idx, True)
-        return mask[..., : self.vocab_size]
+        mask = torch.zeros(self.shape[0] * self.shape[1], self.shape[2], dtype=torch.bool, device=self.device)
+        mask[self.rows(), self.tokens] = True
+        return mask.view(self.shape)
+
+    def padded(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indices (B, L, K), values (B, L, K), counts (B, L)): entries k < counts are real, the rest are
+        index 0 / value 0. K defaults to the largest count (a position-0 row of a title trie is wide)."""
+        b, length, _ = self.shape
+        counts = self.counts
+        k = int(counts.max()) if k is None and counts.numel() else (k or 0)
+        rows = self.rows()
+        slot = torch.arange(self.tokens.numel(), device=self.device) - self.ptr[rows]
+        keep = slot < k
+        idx = torch.zeros(b * length, k, dtype=torch.long, device=self.device)
+        val = torch.zeros(b * length, k, dtype=self.values.dtype, device=self.device)
+        idx[rows[keep], slot[keep]] = self.tokens[keep]
+        val[rows[keep], slot[keep]] = self.values[keep]
+        return idx.view(b, length, k), val.view(b, length, k), counts.clamp(max=k)
 
 
 def _teacher_scores(item_logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
@@ -84,7 +105,9 @@ def _teacher_scores(item_logits: torch.Tensor, temperature: float, top_k: int | 
     if item_logits.numel() and not bool(item_logits.max() < float("inf")):  # max propagates NaN
         raise SemrecError("item_logits: contains NaN or +inf")
     dtype = torch.promote_types(item_logits.dtype, torch.float32)
-    s = item_logits.detach().to(dtype) / temperature
+    s = item_logits.detach().to(dtype)  # no copy for float32/float64 input; never modified in place
+    if temperature != 1:
+        s = s / temperature
     if top_k is not None and top_k < s.shape[1]:
         keep = torch.zeros_like(s, dtype=torch.bool).scatter_(1, s.topk(top_k, dim=1).indices, True)
         s = s.masked_fill(~keep, float("-inf"))
@@ -151,7 +174,7 @@ class CollaborativeTokenizer:
         return dist if sparse else dist.to_dense()
 
     def sparse(self, item_logits: torch.Tensor, targets: torch.Tensor) -> SparseTokenDistribution:
-        """The CF next-token distributions in padded sparse form."""
+        """The CF next-token distributions in sparse (CSR) form."""
         ix = self.index
         s = _teacher_scores(item_logits, self.temperature, self.top_k)
         check_token_rows(targets, ix.pad_id, ix.vocab_size, "targets")
@@ -166,62 +189,68 @@ class CollaborativeTokenizer:
         targets = targets.to(ix.device).long()
         length = targets.shape[1]
         a, c = self._children_along(targets)  # (B, L) edge slices of the children of each target prefix
-        counts = c - a
-        kmax = int(counts.max()) if counts.numel() else 0
-        ar = torch.arange(kmax, device=ix.device)
-        valid = ar < counts.unsqueeze(-1)
-        eidx = (a.unsqueeze(-1) + ar).clamp_(max=ix.num_edges - 1)
-        indices = torch.where(valid, ix._edge_tok[eidx], torch.zeros_like(eidx))
-        values = torch.zeros(b, length, kmax, dtype=s.dtype, device=ix.device)
-        if length and kmax:
-            self._first_position(s, counts[:, 0] > 0, values)
-            self._deeper_positions(s, a, c, values)
-        return SparseTokenDistribution(indices, values, counts, ix.vocab_size)
+        counts = (c - a).reshape(-1)
+        ptr = torch.zeros(b * length + 1, dtype=torch.long, device=ix.device)
+        ptr[1:] = torch.cumsum(counts, 0)
+        m = int(ptr[-1])
+        rows = torch.repeat_interleave(torch.arange(b * length, device=ix.device), counts, output_size=m)
+        slot = torch.arange(m, device=ix.device) - ptr[rows]
+        tokens = ix._edge_tok[a.reshape(-1)[rows] + slot]
+        values = torch.zeros(m, dtype=s.dtype, device=ix.device)
+        if m:
+            first = c[:, 0] > a[:, 0]
+            if bool(first.any()):
+                self._first_position(s, first, values, ptr[first.nonzero().squeeze(1) * length])
+            self._deeper_positions(s, a, c, values, ptr)
+        return SparseTokenDistribution(ptr, tokens, values, (b, length, ix.vocab_size))
 
     # ------------------------------------------------------------------ internals
     def _children_along(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Children slices (a, c) (B, L) of each prefix targets[:, :j] where targets[:, j] is a token."""
+        """Children slices (a, c) (B, L) of each prefix targets[:, :j] where targets[:, j] is a token
+        (zeros elsewhere); SemrecError when a row is not a prefix path of the index."""
         ix = self.index
         b, length = targets.shape
+        real = targets != ix.pad_id
+        a_out = torch.zeros(b, length, dtype=torch.long, device=ix.device)
+        c_out = torch.zeros_like(a_out)
+        eff = int(real.sum(1).max()) if b and length else 0  # positions past every target are all zero
         lo, hi = ix.root(b)
-        a_cols, c_cols = [], []
-        bad = torch.zeros(b, dtype=torch.long, device=ix.device) - 1
-        for j in range(length):
-            tok = targets[:, j]
-            real = tok != ix.pad_id
+        for j in range(eff):
             a, c = ix.children(lo, hi, j)
-            a_cols.append(torch.where(real, a, torch.zeros_like(a)))
-            c_cols.append(torch.where(real, c, torch.zeros_like(c)))
-            lo, hi = ix.step(lo, hi, tok, j)
-            bad = torch.where((bad < 0) & real & (hi <= lo), torch.full_like(bad, j), bad)
-        if bool((bad >= 0).any()):
-            r = int((bad >= 0).nonzero()[0, 0])
-            j = int(bad[r])
-            seq = targets[r, : j + 1].tolist()
-            raise SemrecError(f"targets: row {r} is not a prefix path of any item: no item starts with "
-                              f"{seq} (token {seq[-1]} at position {j})")
-        return torch.stack(a_cols, 1), torch.stack(c_cols, 1)
+            a_out[:, j], c_out[:, j] = a, c
+            lo, hi = ix.step(lo, hi, targets[:, j], j)
+        invalid = real.any(1) & (hi <= lo)  # an unmatched token empties the range for good
+        if bool(invalid.any()):
+            r = int(invalid.nonzero()[0, 0])
+            lo, hi = ix.root(1)
+            for j, tok in enumerate(targets[r].tolist()):
+                lo, hi = ix.step(lo, hi, torch.tensor([tok], device=ix.device), j)
+                if int(hi[0]) <= int(lo[0]):
+                    seq = targets[r, : j + 1].tolist()
+                    raise SemrecError(f"targets: row {r} is not a prefix path of any item: no item starts with "
+                                      f"{seq} (token {tok} at position {j})")
+        return a_out * real, c_out * real
 
-    def _first_position(self, s: torch.Tensor, active: torch.Tensor, values: torch.Tensor) -> None:
-        """Position 0: softmax over the whole catalogue, summed per first token (dense (B, N) work)."""
+    def _first_position(self, s: torch.Tensor, active: torch.Tensor, values: torch.Tensor,
+                        starts: torch.Tensor) -> None:
+        """Position 0: softmax over the whole catalogue, summed per first token (dense (B, N) work).
+        `starts` (A,): offset in `values` of the position-0 entries of each active row."""
         ix = self.index
-        rows = active.nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        sr = s[rows]
-        m = sr.max(dim=1, keepdim=True).values
-        w = torch.exp(sr - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+        sr = s if bool(active.all()) else s[active]
+        p = torch.softmax(sr, dim=1)
+        masked = ~torch.isfinite(sr.amax(dim=1))  # every item at -inf: softmax gives NaN, want zeros
+        if bool(masked.any()):
+            p[masked] = 0.0
         k0 = ix.branching(0)
-        sums = torch.zeros(k0, rows.numel(), dtype=s.dtype, device=s.device)
-        sums.index_add_(0, ix._first_slot, w.t())
-        sums = sums.t()
-        tot = sums.sum(dim=1, keepdim=True)
-        values[rows, 0, :k0] = sums / torch.where(tot > 0, tot, torch.ones_like(tot))
+        sums = torch.zeros(sr.shape[0], k0, dtype=s.dtype, device=s.device)
+        sums.scatter_add_(1, ix._first_slot.expand(sr.shape[0], -1), p)
+        values[(starts.unsqueeze(1) + torch.arange(k0, device=s.device)).reshape(-1)] = sums.reshape(-1)
 
-    def _deeper_positions(self, s: torch.Tensor, a: torch.Tensor, c: torch.Tensor, values: torch.Tensor) -> None:
+    def _deeper_positions(self, s: torch.Tensor, a: torch.Tensor, c: torch.Tensor, values: torch.Tensor,
+                          ptr: torch.Tensor) -> None:
         """Positions >= 1: per (row, position) pair, a softmax over its contiguous candidate range."""
         ix = self.index
-        n = ix.num_items
+        n, length = ix.num_items, a.shape[1]
         counts = (c - a)[:, 1:]
         pb, pj = (counts > 0).nonzero(as_tuple=True)
         if pb.numel() == 0:
@@ -239,11 +268,13 @@ class CollaborativeTokenizer:
             if p1 <= p0:
                 continue
             sz, lo0, a0, bb, jj = size[p0:p1], clo[p0:p1], pa[p0:p1], pb[p0:p1], pj[p0:p1]
-            kp = int((pc[p0:p1] - a0).max())
+            cnt = pc[p0:p1] - a0
+            kp = int(cnt.max())
             npairs = p1 - p0
-            pair = torch.repeat_interleave(torch.arange(npairs, device=s.device), sz)
+            total = int(ends[p1 - 1]) - (int(ends[p0 - 1]) if p0 else 0)
+            pair = torch.repeat_interleave(torch.arange(npairs, device=s.device), sz, output_size=total)
             start = torch.cumsum(sz, 0) - sz
-            pos = lo0[pair] + torch.arange(pair.numel(), device=s.device) - start[pair]
+            pos = lo0[pair] + torch.arange(total, device=s.device) - start[pair]
             val = s[bb[pair], ix.sorted_items[pos]]
             edge = torch.searchsorted(ix._edge_poskey, jj[pair] * (n + 1) + pos, right=True) - 1
             slot = pair * kp + (edge - a0[pair])
@@ -253,4 +284,8 @@ class CollaborativeTokenizer:
             w = torch.exp(val - m[pair])
             sums = torch.zeros(npairs * kp, dtype=s.dtype, device=s.device).index_add_(0, slot, w).view(npairs, kp)
             tot = sums.sum(dim=1, keepdim=True)
-            values[bb, jj, :kp] = sums / torch.where(tot > 0, tot, torch.ones_like(tot))
+            probs = sums / torch.where(tot > 0, tot, torch.ones_like(tot))
+            k = torch.arange(kp, device=s.device)
+            valid = k < cnt.unsqueeze(1)
+            dest = ptr[bb * length + jj].unsqueeze(1) + k
+            values[dest[valid]] = probs[valid]

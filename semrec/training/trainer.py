@@ -32,7 +32,7 @@ from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
 from semrec.training.logging import MetricsLog
 from semrec.training.losses import token_loss, uses_teacher
 from semrec.training.schedule import warmup_cosine
-from semrec.utils import resolve_device
+from semrec.utils import resolve_device, seed_everything
 
 
 @dataclass
@@ -124,13 +124,19 @@ class Trainer:
     def _batches_per_epoch(self) -> int:
         return math.ceil(len(self.train) / self.cfg.batch_size)
 
-    def _check_resumable(self) -> None:
+    def _check_resumable(self, ckpt: Path) -> None:
         stored = read_json(self.out_dir / "train_config.json")
         now = config_to_dict(self.cfg)
         diff = [k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k]]
         if diff:
             raise SemrecError(f"{self.out_dir}: cannot resume, the training config changed in "
                               f"{', '.join(diff)} (use another output directory)")
+        saved = read_json(ckpt / "model" / "config.json")
+        mine = self.model._config_json()
+        for key, what in (("arch", "model architecture"), ("config", "model config"), ("tokenization", "item tokenization")):
+            if saved.get(key) != mine[key]:
+                raise SemrecError(f"{ckpt}: cannot resume, the checkpoint has another {what} "
+                                  "(use another output directory)")
 
     def _validate(self, epoch: int) -> dict[str, float]:
         from semrec.evaluation import evaluate
@@ -138,7 +144,7 @@ class Trainer:
         cfg = self.cfg
         metrics = evaluate(self.model, self.valid, teacher=self.teacher, protocol=self.protocol,
                            num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, max_rows=cfg.valid_max_rows,
-                           progress=cfg.progress)
+                           renormalize=cfg.msl, temperature=cfg.tau, progress=cfg.progress)
         if cfg.monitor not in metrics:
             raise SemrecError(f"monitor '{cfg.monitor}' is not a validation metric; "
                               f"known: {', '.join(k for k in metrics if '@' in k or k in ('mrr', 'cc'))}")
@@ -183,11 +189,13 @@ class Trainer:
                  "stopped_early": False}
         ckpt = self.out_dir / "checkpoints" / "last" if self.out_dir is not None else None
         if ckpt is not None and resume and (ckpt / "trainer_state.json").is_file():
-            self._check_resumable()
+            self._check_resumable(ckpt)
             state = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched)
-        elif self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.out_dir / "train_config.json", config_to_dict(cfg))
+        else:
+            seed_everything(cfg.seed)  # dropout draws from the global generators: a fresh run starts from the seed
+            if self.out_dir is not None:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                write_json(self.out_dir / "train_config.json", config_to_dict(cfg))
         log = MetricsLog(self.out_dir, keep_before_epoch=state["epoch"] + 1)
         best_mem = None
         use_amp = self.device.type == "cuda" and cfg.bf16

@@ -1,0 +1,177 @@
+"""Trie-constrained beam search throughput: semrec.decoding.beam_search against transformers'
+generate(num_beams=K, prefix_allowed_tokens_fn=...) on the same model, same inputs, same thread count.
+
+Catalogue: the 9,913 items of the bundled Office data (protocol T) with semantic IDs of TIGER's shape
+(3 levels x 256 codes + a collision digit; codes drawn at random with seed 0 -- decoding cost depends on
+the shape of the trie, not on what the codes mean). Inputs: the histories of the first test rows
+(10 items -> 40 encoder / prompt tokens). Models are randomly initialised (speed does not depend on
+training): TIGER's T5 (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024) and a decoder-only
+Llama-style model (4 layers, d_model 128, 4 heads, d_ff 512).
+
+The baseline's prefix_allowed_tokens_fn is the usual fast one: a dict from every catalogue prefix
+(tuple) to its list of allowed next tokens, built once. Both contenders decode the same batches
+(`--batch` users per call) with length_penalty 0 and no early stopping; the table also reports the share
+of users whose top-K items are identical in both.
+
+Run: nice -n 10 python benchmarks/decoding_speed.py [--threads 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from semrec.data import load_builtin
+from semrec.decoding import beam_search
+from semrec.io import atomic_file, write_json
+from semrec.itemcodes import ItemTokenization
+from semrec.models import ExampleTable, build_model
+from semrec.utils import describe_machine, git_commit
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def tiger_shaped_codes(n: int, seed: int = 0) -> ItemTokenization:
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (n, 3))
+    seen: dict[tuple, int] = {}
+    digit = np.zeros(n, dtype=np.int64)
+    for i, row in enumerate(map(tuple, raw)):
+        digit[i] = seen.get(row, 0)
+        seen[row] = digit[i] + 1
+    raw = np.concatenate([raw, digit[:, None]], 1)
+    return ItemTokenization.from_raw_codes(raw, [256, 256, 256, int(digit.max()) + 1], scheme="random-tiger-shape")
+
+
+def prefix_table(codes: torch.Tensor) -> dict[tuple, list[int]]:
+    """Every prefix of every item's code -> sorted allowed next tokens (the baseline's trie)."""
+    table: dict[tuple, set] = {}
+    for row in codes.tolist():
+        for j in range(len(row)):
+            table.setdefault(tuple(row[:j]), set()).add(row[j])
+    return {k: sorted(v) for k, v in table.items()}
+
+
+def run_ours(model, batches, k):
+    items = []
+    t0 = time.perf_counter()
+    for b in batches:
+        items.append(beam_search(model, b, num_beams=k).items)
+    return time.perf_counter() - t0, torch.cat(items)
+
+
+def run_prefill(model, batches):
+    """Time of the source pass alone (T5 encoder / decoder-only prompt): work every contender must do."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            model.prefill(b)
+    return time.perf_counter() - t0
+
+
+def run_generate(model, batches, k, allowed):
+    start_of = (lambda b: 1) if model.is_encoder_decoder else (lambda b: b.input_ids.shape[1])
+    index = model.prefix_index()
+    items = []
+    t0 = time.perf_counter()
+    for b in batches:
+        start = start_of(b)
+
+        def fn(_, ids, start=start):
+            return allowed.get(tuple(ids[start:].tolist()), [model.pad_id])
+
+        with torch.no_grad():
+            out = model.hf.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, num_beams=k,
+                                    num_return_sequences=k, length_penalty=0.0, early_stopping=False,
+                                    do_sample=False, max_new_tokens=index.max_len, prefix_allowed_tokens_fn=fn)
+        items.append(index.items_of(out[:, start:]).view(len(b), k))
+    return time.perf_counter() - t0, torch.cat(items)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32, help="users per decoding call")
+    ap.add_argument("--ours-users", type=int, default=256)
+    ap.add_argument("--baseline-users", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="a few users only (smoke run; results not written)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.ours_users, args.baseline_users = 32, 32
+
+    ds = load_builtin("office-t")
+    tok = tiger_shaped_codes(ds.num_items)
+    allowed = prefix_table(tok.codes)
+    models = {
+        "tiger": build_model("tiger", tok, {"max_history": 20}, seed=0),
+        "decoder": build_model("decoder", tok, {"max_history": 20}, seed=0),
+    }
+    rows = []
+    for name, model in models.items():
+        model.eval()
+        table = ExampleTable.from_examples(ds.test, model.max_history)
+        n_users = max(args.ours_users, args.baseline_users)
+        batches = [model.collate(table, torch.arange(lo, min(lo + args.batch, n_users)), with_targets=False)
+                   for lo in range(0, n_users, args.batch)]
+        n_base = -(-args.baseline_users // args.batch)
+        n_ours = -(-args.ours_users // args.batch)
+        for k in (10, 20):
+            run_ours(model, batches[:1], k)  # warm-up
+            run_generate(model, batches[:1], k, allowed)
+            t_ours, ours = run_ours(model, batches[:n_ours], k)
+            t_base, base = run_generate(model, batches[:n_base], k, allowed)
+            t_pre = run_prefill(model, batches[:n_ours])
+            u_ours, u_base = sum(len(b) for b in batches[:n_ours]), sum(len(b) for b in batches[:n_base])
+            agree = float((ours[:u_base] == base).all(1).float().mean())
+            row = {"model": name, "beams": k, "batch": args.batch, "users_ours": u_ours, "users_generate": u_base,
+                   "ours_users_per_s": u_ours / t_ours, "generate_users_per_s": u_base / t_base,
+                   "speedup": (u_ours / t_ours) / (u_base / t_base), "same_top_k_share": agree,
+                   "source_pass_share_of_ours": t_pre / t_ours,
+                   "speedup_bound": (u_ours / t_pre) / (u_base / t_base)}
+            rows.append(row)
+            print(f"{name:8s} beams {k:2d}: ours {row['ours_users_per_s']:8.1f} users/s, generate "
+                  f"{row['generate_users_per_s']:7.1f} users/s, x{row['speedup']:.1f}, same top-K {agree:.3f}",
+                  flush=True)
+    if args.quick:
+        return
+    meta = {"benchmark": "decoding_speed", "dataset": "office-t (9,913 items; test-row histories)",
+            "protocol": "T", "codes": "random, TIGER shape 3x256 + collision digit, seed 0", "seeds": [0],
+            "threads": args.threads, "commit": git_commit(), "machine": describe_machine("cpu"), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "decoding_speed.json", meta)
+    lines = [
+        "# Trie-constrained beam search: users/s, ours vs transformers generate() + prefix_allowed_tokens_fn",
+        "",
+        f"CPU, {args.threads} torch thread(s); {meta['dataset']}; codes: {meta['codes']}; randomly initialised "
+        "models (TIGER T5 4+4 layers d_model 128; decoder-only Llama-style 4 layers d_model 128); "
+        f"{args.batch} users per call. Commit `{meta['commit']}`, {meta['machine']}.",
+        "",
+        "| model | beams | ours users/s | generate() users/s | speed-up | same top-K | source pass share of ours "
+        "| bound (decoding free) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['beams']} | {r['ours_users_per_s']:.1f} | {r['generate_users_per_s']:.1f} "
+                     f"| {r['speedup']:.1f}x | {r['same_top_k_share']:.3f} | {r['source_pass_share_of_ours']:.0%} "
+                     f"| {r['speedup_bound']:.1f}x |")
+    lines += [
+        "",
+        "`source pass share`: time of the encoder (TIGER) or prompt prefill (decoder-only) alone, which every "
+        "contender must run, as a share of our total. `bound`: the speed-up over generate() if everything after "
+        "that pass were free. At these model sizes the per-row model compute (shared by both) dominates on CPU, "
+        "so the 10x target is not reached; the gain comes from the single-row first step, cross-attention "
+        "keys/values shared by a user's beams (generate() repeats and reorders them per beam), and no per-beam "
+        "Python callback.",
+    ]
+    with atomic_file(RESULTS / "decoding_speed.md") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
