@@ -67,7 +67,7 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
         items.append(out.items.cpu())
         scores.append(out.scores.cpu())
         if teacher is not None:
-            t_top1 = canonical[teacher.item_logits(batch.histories).argmax(1)]
+            t_top1 = canonical[teacher.item_logits(batch.histories).argmax(1).to(canonical.device)]
             matches.append(collaborative_consistency(out.items[:, 0], t_top1) * len(rows))
     if was_training:
         model.train()

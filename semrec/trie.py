@@ -8,7 +8,7 @@ one token, and the children of a range (its allowed next tokens) are a contiguou
 
 Two ways to query:
 - batched prefixes ``(B, j)`` (right padding with ``pad_id`` allowed, i.e. rows of different length):
-  :meth:`item_range`, :meth:`allowed_tokens_mask`, :meth:`allowed_tokens`, :meth:`is_complete`,
+  :meth:`walk`, :meth:`item_range`, :meth:`allowed_tokens_mask`, :meth:`allowed_tokens`, :meth:`is_complete`,
   :meth:`items_of`, :meth:`all_items_of`, :meth:`prefix_items`;
 - incremental state ``(lo, hi)`` for decoding (no re-walk of the prefix, no host sync):
   :meth:`root`, :meth:`step`, :meth:`next_tokens`, :meth:`next_token_mask`, :meth:`range_is_complete`,
@@ -23,7 +23,6 @@ import torch
 
 from semrec.errors import SemrecError
 
-Depth = "int | torch.Tensor"
 
 
 def check_token_rows(tokens: torch.Tensor, pad_id: int, vocab_size: int, name: str) -> None:
@@ -69,6 +68,9 @@ class PrefixIndex:
         empty = tokens[:, 0] == pad_id
         if bool(empty.any()):
             raise SemrecError(f"item_tokens: row {int(empty.nonzero()[0, 0])} has no tokens (all padding)")
+        if max_len * (n + 1) * vocab_size >= 2**62:
+            raise SemrecError(f"item_tokens: catalogue too large for the index keys (N={n}, L={max_len}, "
+                              f"V={vocab_size})")
         self.pad_id = pad_id
         self.vocab_size = vocab_size
         self.num_items = n

@@ -14,6 +14,7 @@ from semrec.tca import (
     TOKEN_LOSSES,
     CollaborativeTokenizer,
     SparseTokenDistribution,
+    allowed_along,
     aux_kl_loss,
     collaborative_token_distribution,
     label_smoothing_loss,
@@ -278,6 +279,15 @@ def test_msl_mode_matches_naive_masked():
         torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
         torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=0)
         assert torch.all(g[~mask & mask.any(-1, keepdim=True)] == 0)  # no gradient to disallowed tokens
+    ix = PrefixIndex(*[CATALOGUES["titles_eos"]()[k] for k in (0, 2, 1)])
+    targets = torch.where(labels == -100, 7, labels)  # the case's pad id is 7
+    along = allowed_along(ix, targets)
+    assert torch.equal(along.ptr, sparse.ptr) and torch.equal(along.tokens, sparse.tokens)
+    for j in range(1, targets.shape[1]):  # = the prefix index's own mask along the path
+        want = ix.allowed_tokens_mask(targets[:, :j]) & (targets[:, j] != 7).unsqueeze(1)
+        assert torch.equal(along.allowed_mask()[:, j], want)
+    torch.testing.assert_close(soft_ntp_loss(logits, labels, sparse, 0.3, tau=4.5, allowed=along), ref,
+                               atol=1e-12, rtol=0)
     masked = msl_mask_logits(logits, sparse)
     ce = F.cross_entropy((masked / 4.5).reshape(-1, logits.shape[-1]), labels.reshape(-1))
     torch.testing.assert_close(soft_ntp_loss(logits, labels, None, 0.0, tau=4.5, allowed=mask), ce,

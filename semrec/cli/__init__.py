@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "data",
     "cf",
     "embed", "tokenize",
+    "llm",
+    "run",
 ]
 
 

@@ -12,11 +12,13 @@ from semrec.errors import SemrecError
 from semrec.models.base import GenerativeRecommender, tokenization_fingerprint
 from semrec.models.batching import Batch, ExampleTable, training_examples
 from semrec.models.decoder import DecoderConfig, DecoderRecommender
+from semrec.models.llm import LLMConfig, LLMRecommender
 from semrec.models.tiger import TigerConfig, TigerRecommender
 
 MODELS: dict[str, type[GenerativeRecommender]] = {
     "tiger": TigerRecommender,
     "decoder": DecoderRecommender,
+    "llm": LLMRecommender,
 }
 
 

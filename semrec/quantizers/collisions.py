@@ -6,10 +6,10 @@
 - "extra_code" (TIGER): append one level whose code is the item's rank (by item id) inside its group of
   identical tuples; its codebook size is the largest group.
 - "sinkhorn" (LETTER / LC-Rec): inside every prefix group (items sharing the first L-1 codes) that has a
-  collision, re-assign the LAST level by a balanced optimal transport of the group's items onto the
-  last codebook (log-domain Sinkhorn on the min-max-centred squared distances, uniform marginals), rounded
-  to a one-to-one assignment that maximises the transported mass (Hungarian algorithm), so items move to
-  the nearest free codes. A prefix group larger than the last codebook cannot be made unique at that
+  collision, re-assign the LAST level of the colliding items by a balanced optimal transport onto the
+  codes no other item of the group holds (Sinkhorn on the min-max-centred squared distances, uniform
+  marginals), rounded to a one-to-one assignment maximising the log plan (Hungarian algorithm); items
+  whose tuple was already unique keep their codes. A prefix group larger than the last codebook cannot be made unique at that
   level; those leftover collisions then get an extra code (reported as `fallback_extra_code`).
 """
 
@@ -61,32 +61,37 @@ def extra_code(codes: np.ndarray) -> tuple[np.ndarray, int]:
     return np.concatenate([codes, rank[:, None]], axis=1), max(size, 1)
 
 
-def sinkhorn(cost: np.ndarray, epsilon: float = 0.05, iters: int = 100) -> np.ndarray:
-    """Log-domain Sinkhorn: transport plan (m, K) with row sums 1/m and column sums 1/K for `cost`
-    (centred to [-1, 1] first, as LETTER does, so `epsilon` is scale-free)."""
-    from scipy.special import logsumexp
-
+def sinkhorn(cost: np.ndarray, epsilon: float = 0.05, iters: int = 100, tol: float = 1e-6) -> np.ndarray:
+    """Sinkhorn-Knopp: transport plan (m, K) with row sums 1/m and column sums 1/K for `cost`, entropic
+    regularisation `epsilon` on the cost min-max-centred to [-1, 1] (as LETTER does, so `epsilon` is
+    scale-free; the kernel then stays within exp(+-1/epsilon), safe in float64 for epsilon >= 0.002)."""
     c = np.asarray(cost, dtype=np.float64)
     lo, hi = c.min(), c.max()
     c = (c - (hi + lo) / 2) / max((hi - lo) / 2, 1e-12)
     m, k = c.shape
-    log_k = -c / epsilon
-    log_a = np.full(m, -np.log(m))
-    log_b = np.full(k, -np.log(k))
-    f = np.zeros(m)
-    g = np.zeros(k)
+    kern = np.exp(-(c - c.min(axis=1, keepdims=True)) / max(epsilon, 2e-3))  # row shift: max entry 1 per row
+    a, b = np.full(m, 1.0 / m), np.full(k, 1.0 / k)
+    v = np.ones(k)
     for _ in range(iters):
-        f = log_a - logsumexp(log_k + g[None, :], axis=1)
-        g = log_b - logsumexp(log_k + f[:, None], axis=0)
-    return np.exp(log_k + f[:, None] + g[None, :])
+        u = a / np.maximum(kern @ v, 1e-300)
+        v_new = b / np.maximum(kern.T @ u, 1e-300)
+        done = np.abs(v_new - v).max() <= tol * v.max()
+        v = v_new
+        if done:
+            break
+    u = a / np.maximum(kern @ v, 1e-300)
+    return u[:, None] * kern * v[None, :]
 
 
 def sinkhorn_last_level(codes: np.ndarray, last_dist: np.ndarray, *, epsilon: float = 0.05,
                         iters: int = 100) -> tuple[np.ndarray, int]:
-    """Re-assign the last level inside colliding prefix groups (see module docstring).
+    """Re-assign the last level of colliding items (see module docstring).
 
-    codes (N, L) raw codes; last_dist (N, K) squared distances of each item's last residual to the last
-    codebook. Returns (new codes (N, L), number of items whose last code changed)."""
+    Inside each prefix group (same first L-1 codes) that has a collision, items whose full tuple is
+    already unique keep their code; the colliding items are transported onto the codes those do not
+    occupy (balanced Sinkhorn plan over their last-level distances) and the plan is rounded to a
+    one-to-one assignment (Hungarian). codes (N, L) raw codes; last_dist (N, K) squared distances of each
+    item's last residual to the last codebook. Returns (new codes (N, L), number of items moved)."""
     from scipy.optimize import linear_sum_assignment
 
     codes = np.array(codes, dtype=np.int64, copy=True)
@@ -96,28 +101,32 @@ def sinkhorn_last_level(codes: np.ndarray, last_dist: np.ndarray, *, epsilon: fl
         raise SemrecError(f"sinkhorn: {last_dist.shape[0]} distance rows for {n} items")
     k = last_dist.shape[1]
     gid, counts = group_ids(codes)
-    colliding_items = np.flatnonzero(counts[gid] > 1)
-    if len(colliding_items) == 0:
+    colliding = counts[gid] > 1
+    if not colliding.any():
         return codes, 0
-    prefix_gid, _ = group_ids(codes[:, :-1]) if levels > 1 else (np.zeros(n, dtype=np.int64), None)
+    prefix_gid = group_ids(codes[:, :-1])[0] if levels > 1 else np.zeros(n, dtype=np.int64)
     changed = 0
     order = np.argsort(prefix_gid, kind="stable")
     bounds = np.r_[0, np.flatnonzero(np.diff(prefix_gid[order])) + 1, n]
-    todo = set(prefix_gid[colliding_items].tolist())
+    todo = np.zeros(int(prefix_gid.max()) + 1, dtype=bool)
+    todo[prefix_gid[colliding]] = True
     for s, e in zip(bounds[:-1], bounds[1:]):
         members = order[s:e]
-        if prefix_gid[members[0]] not in todo:
+        if not todo[prefix_gid[members[0]]]:
             continue
-        if len(members) > k:  # cannot be unique at this level: keep the nearest codes, fall back later
+        movable = members[colliding[members]]
+        free = np.setdiff1d(np.arange(k), codes[members[~colliding[members]], -1])
+        if len(movable) > len(free):  # cannot be unique at this level: left for the extra-code fallback
             continue
-        plan = sinkhorn(last_dist[members], epsilon, iters)
+        cost = last_dist[np.ix_(movable, free)]
+        plan = sinkhorn(cost, epsilon, iters)
         # one-to-one rounding of the plan; ties broken towards smaller distance
-        score = np.log(np.maximum(plan, 1e-300)) - 1e-9 * last_dist[members]
+        score = np.log(np.maximum(plan, 1e-300)) - 1e-9 * cost
         rows, cols = linear_sum_assignment(-score)
-        new = np.empty(len(members), dtype=np.int64)
-        new[rows] = cols
-        changed += int((codes[members, -1] != new).sum())
-        codes[members, -1] = new
+        new = np.empty(len(movable), dtype=np.int64)
+        new[rows] = free[cols]
+        changed += int((codes[movable, -1] != new).sum())
+        codes[movable, -1] = new
     return codes, changed
 
 

@@ -16,6 +16,7 @@ from semrec.tca.losses import (
 from semrec.tca.tokenizer import (
     CollaborativeTokenizer,
     SparseTokenDistribution,
+    allowed_along,
     collaborative_token_distribution,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "CollaborativeTokenizer",
     "SparseTokenDistribution",
     "TOKEN_LOSSES",
+    "allowed_along",
     "aux_kl_loss",
     "collaborative_token_distribution",
     "label_smoothing_loss",

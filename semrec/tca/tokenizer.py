@@ -5,6 +5,10 @@ item_logits[b] / temperature over the items whose first j tokens equal the targe
 j-th token, summed by that j-th token. It is all zeros where no item continues the prefix or where
 targets[b, j] is padding.
 
+Options: `temperature` divides the teacher logits; `top_k` keeps only each row's k highest-scoring items
+(the rest get probability 0), so a position none of whose candidates is in the top k gets an all-zero
+row (the losses then fall back to the one-hot). Items with -inf logits are excluded the same way.
+
 - :func:`collaborative_token_distribution`: plain-tensor functional form (loops over positions, works on
   (B, N) tensors at a time, never on (B, N, L)).
 - :class:`CollaborativeTokenizer`: trie-backed form for training. It walks the targets through a
@@ -149,6 +153,56 @@ def collaborative_token_distribution(item_logits: torch.Tensor, item_tokens: tor
     return out
 
 
+def _children_along(ix: PrefixIndex, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Children slices (a, c) (B, L) of each prefix targets[:, :j] where targets[:, j] is a token
+    (zeros elsewhere); SemrecError when a row is not a prefix path of the index."""
+    b, length = targets.shape
+    real = targets != ix.pad_id
+    a_out = torch.zeros(b, length, dtype=torch.long, device=ix.device)
+    c_out = torch.zeros_like(a_out)
+    eff = int(real.sum(1).max()) if b and length else 0  # positions past every target are all zero
+    lo, hi = ix.root(b)
+    for j in range(eff):
+        a, c = ix.children(lo, hi, j)
+        a_out[:, j], c_out[:, j] = a, c
+        lo, hi = ix.step(lo, hi, targets[:, j], j)
+    invalid = real.any(1) & (hi <= lo)  # an unmatched token empties the range for good
+    if bool(invalid.any()):
+        r = int(invalid.nonzero()[0, 0])
+        lo, hi = ix.root(1)
+        for j, tok in enumerate(targets[r].tolist()):
+            lo, hi = ix.step(lo, hi, torch.tensor([tok], device=ix.device), j)
+            if int(hi[0]) <= int(lo[0]):
+                seq = targets[r, : j + 1].tolist()
+                raise SemrecError(f"targets: row {r} is not a prefix path of any item: no item starts with "
+                                  f"{seq} (token {tok} at position {j})")
+    return a_out * real, c_out * real
+
+
+def _allowed_csr(ix: PrefixIndex, targets: torch.Tensor):
+    """(a, c, ptr, tokens): children slices (B, L) and the CSR of the allowed next tokens along targets."""
+    a, c = _children_along(ix, targets)
+    b, length = targets.shape
+    counts = (c - a).reshape(-1)
+    ptr = torch.zeros(b * length + 1, dtype=torch.long, device=ix.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    m = int(ptr[-1])
+    rows = torch.repeat_interleave(torch.arange(b * length, device=ix.device), counts, output_size=m)
+    slot = torch.arange(m, device=ix.device) - ptr[rows]
+    return a, c, ptr, ix._edge_tok[a.reshape(-1)[rows] + slot]
+
+
+def allowed_along(index: PrefixIndex, targets: torch.Tensor) -> SparseTokenDistribution:
+    """The trie-allowed next tokens at every position of each target path (the MSL mask) in sparse form,
+    without a teacher: values are all zero, so use it as `allowed=`, not as `cf_probs`.
+
+    targets (B, L) right-padded with pad_id; positions whose target is padding allow nothing."""
+    check_token_rows(targets, index.pad_id, index.vocab_size, "targets")
+    _, _, ptr, tokens = _allowed_csr(index, targets.to(index.device).long())
+    return SparseTokenDistribution(ptr, tokens, torch.zeros(tokens.numel(), device=index.device),
+                                   (targets.shape[0], targets.shape[1], index.vocab_size))
+
+
 class CollaborativeTokenizer:
     """Trie-backed Collaborative Tokenizer: same numbers as :func:`collaborative_token_distribution`,
     without materialising (B, N, L).
@@ -186,16 +240,8 @@ class CollaborativeTokenizer:
         if s.device != ix.device:
             raise SemrecError(f"item_logits are on {s.device} but the prefix index is on {ix.device} "
                               "(use CollaborativeTokenizer.to(device))")
-        targets = targets.to(ix.device).long()
-        length = targets.shape[1]
-        a, c = self._children_along(targets)  # (B, L) edge slices of the children of each target prefix
-        counts = (c - a).reshape(-1)
-        ptr = torch.zeros(b * length + 1, dtype=torch.long, device=ix.device)
-        ptr[1:] = torch.cumsum(counts, 0)
-        m = int(ptr[-1])
-        rows = torch.repeat_interleave(torch.arange(b * length, device=ix.device), counts, output_size=m)
-        slot = torch.arange(m, device=ix.device) - ptr[rows]
-        tokens = ix._edge_tok[a.reshape(-1)[rows] + slot]
+        a, c, ptr, tokens = _allowed_csr(ix, targets.to(ix.device).long())
+        length, m = targets.shape[1], tokens.numel()
         values = torch.zeros(m, dtype=s.dtype, device=ix.device)
         if m:
             first = c[:, 0] > a[:, 0]
@@ -205,32 +251,6 @@ class CollaborativeTokenizer:
         return SparseTokenDistribution(ptr, tokens, values, (b, length, ix.vocab_size))
 
     # ------------------------------------------------------------------ internals
-    def _children_along(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Children slices (a, c) (B, L) of each prefix targets[:, :j] where targets[:, j] is a token
-        (zeros elsewhere); SemrecError when a row is not a prefix path of the index."""
-        ix = self.index
-        b, length = targets.shape
-        real = targets != ix.pad_id
-        a_out = torch.zeros(b, length, dtype=torch.long, device=ix.device)
-        c_out = torch.zeros_like(a_out)
-        eff = int(real.sum(1).max()) if b and length else 0  # positions past every target are all zero
-        lo, hi = ix.root(b)
-        for j in range(eff):
-            a, c = ix.children(lo, hi, j)
-            a_out[:, j], c_out[:, j] = a, c
-            lo, hi = ix.step(lo, hi, targets[:, j], j)
-        invalid = real.any(1) & (hi <= lo)  # an unmatched token empties the range for good
-        if bool(invalid.any()):
-            r = int(invalid.nonzero()[0, 0])
-            lo, hi = ix.root(1)
-            for j, tok in enumerate(targets[r].tolist()):
-                lo, hi = ix.step(lo, hi, torch.tensor([tok], device=ix.device), j)
-                if int(hi[0]) <= int(lo[0]):
-                    seq = targets[r, : j + 1].tolist()
-                    raise SemrecError(f"targets: row {r} is not a prefix path of any item: no item starts with "
-                                      f"{seq} (token {tok} at position {j})")
-        return a_out * real, c_out * real
-
     def _first_position(self, s: torch.Tensor, active: torch.Tensor, values: torch.Tensor,
                         starts: torch.Tensor) -> None:
         """Position 0: softmax over the whole catalogue, summed per first token (dense (B, N) work).

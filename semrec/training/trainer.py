@@ -81,6 +81,20 @@ class TeacherLogits:
         return torch.as_tensor(np.asarray(self.table[rows]), dtype=torch.float32).to(dev)
 
 
+@torch.no_grad()
+def precompute_teacher_logits(teacher, examples: Examples | ExampleTable, *, history: int | None = None,
+                              batch_size: int = 1024, device: str | torch.device = "cpu") -> np.ndarray:
+    """(E, N) float32 teacher logits for every row of `examples` (rows aligned with them), e.g. to save
+    once as .npy and reuse across an alpha sweep (`Trainer(..., teacher_logits=np.load(f, mmap_mode="r"))`)."""
+    table = examples if isinstance(examples, ExampleTable) else ExampleTable.from_examples(
+        examples, history or int(getattr(teacher, "max_len", 50)))
+    teacher.eval().to(device)
+    out = np.empty((len(table), teacher.num_items), dtype=np.float32)
+    for rows in table.batches(batch_size):
+        out[rows.numpy()] = teacher.item_logits(table.histories[rows].to(device)).float().cpu().numpy()
+    return out
+
+
 class Trainer:
     def __init__(self, model, config: TrainConfig, train: Examples | ExampleTable, *,
                  valid: Examples | ExampleTable | None = None, teacher=None, teacher_logits: Any = None,
@@ -251,7 +265,7 @@ class Trainer:
                     if self.out_dir is not None:
                         model.save_pretrained(self.out_dir / "best", overwrite=True)
                     else:
-                        best_mem = {k: v.detach().clone() for k, v in model.hf.state_dict().items()}
+                        best_mem = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     state["bad_epochs"] += 1
                     if cfg.patience and state["bad_epochs"] >= cfg.patience:
@@ -270,7 +284,7 @@ class Trainer:
                 model._load_weights(best_dir)
                 model.to(self.device)
             elif best_mem is not None:
-                model.hf.load_state_dict(best_mem)
+                model.load_state_dict(best_mem)
         model.training_info = self._training_info(state)
         model.eval()
         return TrainResult(epochs_run=state["epoch"] + 1, steps=state["step"], best_epoch=state["best_epoch"],
