@@ -54,7 +54,8 @@ def rank_of_targets(
 ) -> torch.Tensor:
     """1-based rank of each target among all N items, without sorting.
 
-    scores: (B, N) float; NaN counts as -inf. targets: (B,) item ids in 0..N-1.
+    scores: (B, N) float; an item scored NaN never ranks ahead of the target, and a target scored NaN
+    is absent (rank 0). targets: (B,) item ids in 0..N-1.
     exclude: None, a (B, N) bool mask of items to drop, or a (B, L) item-id tensor (e.g. histories)
     whose negative entries are padding. A target that is itself excluded gets rank 0 (absent).
     ties: "pessimistic" (default; other items with an equal score rank ahead of the target) or
@@ -72,16 +73,19 @@ def rank_of_targets(
         raise SemrecError(f"target item id {int(bad)} outside 0..{n - 1}")
     if ties not in ("pessimistic", "optimistic"):
         raise SemrecError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
-    s = torch.nan_to_num(scores, nan=-math.inf)
+    s = scores
     absent = torch.zeros(b, dtype=torch.bool, device=s.device)
     if exclude is not None:
         mask = _exclude_mask(torch.as_tensor(exclude), s.shape, s.device)
         absent = mask.gather(1, targets[:, None])[:, 0]
         s = s.masked_fill(mask, -math.inf)
     t = s.gather(1, targets[:, None])
-    rank = (s > t).sum(1) + 1
+    # one pass over the scores; NaN compares False, so NaN items never rank ahead of anything
     if ties == "pessimistic":
-        rank = rank + (s == t).sum(1) - 1
+        rank = (s >= t).sum(1)  # counts the target itself: rank = higher + other ties + 1
+    else:
+        rank = (s > t).sum(1) + 1
+    absent = absent | torch.isnan(t[:, 0])
     return torch.where(absent, torch.zeros_like(rank), rank)
 
 

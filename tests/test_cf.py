@@ -264,6 +264,13 @@ def test_cli_train_and_eval(pattern_ds, tmp_path, capsys):
     assert report["metrics"] == pytest.approx(metrics["test"])
     assert main(["train-cf", "--data", str(data), "--model", "gru4rec", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+    # final test-time teacher: same config, train + valid rows, the selection run's best epoch count
+    assert main(["train-cf", "--data", str(data), "--refit-from", str(out), "--out", str(tmp_path / "final"),
+                 "--no-progress"]) == 0
+    final = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    assert final["valid_seen_in_training"] and final["epochs_run"] == metrics["best_epoch"]
+    assert final["train_data"]["splits_used"] == ["train", "valid"] and final["seed"] == 3
+    assert CFTeacher.from_pretrained(tmp_path / "final").config.hidden == 16
 
 
 @pytest.mark.parametrize("args,message", [

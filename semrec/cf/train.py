@@ -42,8 +42,8 @@ from semrec.utils import resolve_device, seed_everything
 @dataclass
 class TrainConfig:
     epochs: int = 50  # cap (early stopping usually ends sooner); exact count when include_valid
-    batch_size: int = 256  # windows per batch on average (batches are balanced by target count)
-    lr: float = 0.001
+    batch_size: int = 128  # windows per batch on average (batches are balanced by target count)
+    lr: float = 0.003
     weight_decay: float = 0.0
     loss: Literal["ce", "bce"] = "ce"  # full softmax CE, or BCE with sampled negatives
     num_negatives: int = 1  # per target, for loss = "bce"

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes DIR/{config.json,model.safetensors,metrics.json,train_log.jsonl}. "
                                    "An interrupted run resumes from DIR's sibling '.DIR.partial'.")
     p.add_argument("--data", required=True, help="built-in dataset name (e.g. toys-t, toys-p) or a dataset directory")
-    p.add_argument("--model", required=True, help=f"teacher type: {', '.join(TEACHER_NAMES)}")
+    p.add_argument("--model", help=f"teacher type: {', '.join(TEACHER_NAMES)} (default with --refit-from: "
+                                   "that teacher's type)")
     p.add_argument("--config", help="YAML with optional 'model:' and 'train:' sections")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.lr=0.002 or model.hidden=128 "
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--restart", action="store_true", help="ignore a partial run left by an interrupted call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--refit-from", metavar="TEACHER_DIR",
+                   help="final test-time teacher: reuse that early-stopped run's config, train on train + valid "
+                        "rows for its best epoch count (no selection)")
     p.set_defaults(func=train_cf)
 
     e = sub.add_parser("eval-cf", help="evaluate a CF teacher with full ranking over all items",
@@ -74,7 +78,22 @@ def qualify_overrides(cfg, overrides: list[str]) -> list[str]:
     return out
 
 
-def load_run_config(model_name: str, config_path: str | None, overrides: list[str], seed: int | None):
+def refit_config(teacher_dir: str | Path) -> tuple[str, dict]:
+    """(model name, {model:, train:}) of a finished selection run, set to train on train + valid
+    for exactly its best epoch count."""
+    from semrec.io import read_json
+
+    meta = read_json(Path(teacher_dir) / "config.json")
+    extra = meta.get("extra", {})
+    if "train" not in extra or "best_epoch" not in extra:
+        raise SemrecError(f"{teacher_dir}/config.json: no training record (not written by train-cf?)")
+    if extra["train"].get("include_valid"):
+        raise SemrecError(f"{teacher_dir}: already trained on valid rows; refit from the selection run")
+    train = {**extra["train"], "include_valid": True, "epochs": int(extra["best_epoch"])}
+    return str(meta.get("teacher_type")), {"model": meta.get("model", {}), "train": train}
+
+
+def load_run_config(model_name: str, config_path: str | dict | None, overrides: list[str], seed: int | None):
     from semrec.config import apply_overrides, load_config
 
     cls = run_config_class(model_name)
@@ -88,9 +107,19 @@ def load_run_config(model_name: str, config_path: str | None, overrides: list[st
 def train_cf(args: argparse.Namespace) -> int:
     from semrec.cf import TEACHERS, get_teacher_class
 
+    source = args.config
+    if args.refit_from:
+        if args.config:
+            raise SemrecError("--refit-from takes its config from the teacher; use --set to change values")
+        name, source = refit_config(args.refit_from)
+        if args.model and args.model != name:
+            raise SemrecError(f"--model {args.model} but {args.refit_from} holds a '{name}' teacher")
+        args.model = name
+    if not args.model:
+        raise SemrecError("--model is required (sasrec, bert4rec or gru4rec)")
     if args.model not in TEACHERS:
         get_teacher_class(args.model)  # raises the one-line error listing known names
-    cfg = load_run_config(args.model, args.config, args.overrides, args.seed)
+    cfg = load_run_config(args.model, source, args.overrides, args.seed)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -100,7 +129,8 @@ def train_cf(args: argparse.Namespace) -> int:
     result = train_and_save(args.model, cfg, dataset, out, device=args.device, restart=args.restart,
                             progress=not args.no_progress, overwrite=args.overwrite)
     m = result["test"]
-    print(f"{args.model} on {dataset.name}: best epoch {result['best_epoch']}, "
+    print(f"{args.model} on {dataset.name}: {'epochs' if cfg.train.include_valid else 'best epoch'} "
+          f"{result['best_epoch']}, "
           f"test ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
           f"({result['wall_time_s']:.0f}s) -> {out}")
     return 0
