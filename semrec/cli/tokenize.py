@@ -67,10 +67,10 @@ def tokenize(args) -> int:
     from semrec.embeddings import ItemEmbeddings
     from semrec.quantizers.schemes import build_tokenization, load_scheme
 
+    scheme = load_scheme(args.scheme, args.overrides)  # validate before loading anything heavy
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
-    scheme = load_scheme(args.scheme, args.overrides)  # validate before loading anything heavy
     ds = resolve_dataset(args.data)
     emb = None
     if args.embeddings:

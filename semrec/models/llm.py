@@ -44,7 +44,6 @@ import torch
 from torch import nn
 
 from semrec.errors import SemrecError
-from semrec.models.base import GenerativeRecommender
 from semrec.models.batching import Batch, ExampleTable
 from semrec.models.decoder import DecoderRecommender, positions_from_mask
 
@@ -169,6 +168,7 @@ class LLMRecommender(DecoderRecommender):
         if len(self.item_text_tokenizer) > self.vocab_size:
             raise SemrecError(f"llm: the title tokenizer has {len(self.item_text_tokenizer)} tokens but the model's "
                               f"output layer only {self.vocab_size}; tokenizer and model do not belong together")
+        self._check_tokenizer_matches_backbone()
         self._pieces: dict | None = None
         self.cf_teacher = None
         self.cf_projection = None
@@ -235,6 +235,26 @@ class LLMRecommender(DecoderRecommender):
             tok = load_tokenizer(self.backbone_path())
         return tok
 
+    def _check_tokenizer_matches_backbone(self) -> None:
+        """Refuse a title tokenization made with another tokenizer than the one shipped with the model."""
+        path = self.backbone.get("path")
+        if not path or not any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                  "vocab.json", "tokenizer.model")):
+            return
+        from semrec.itemcodes import load_tokenizer
+
+        try:
+            own = load_tokenizer(path)
+        except SemrecError:
+            return
+        probe = "Hello, LEGO Star Wars 75037 (Blue) - 12\" & Co."
+        mine = self.item_text_tokenizer
+        if len(own) != len(mine) or own(probe, add_special_tokens=False)["input_ids"] != \
+                mine(probe, add_special_tokens=False)["input_ids"]:
+            raise SemrecError(f"llm: the item tokenization's titles were tokenized with another tokenizer than "
+                              f"{path}'s; build it with semrec.models.llm.title_tokenization_for_llm or set the "
+                              "title scheme's tokenizer_path to the model directory")
+
     def attach_cf_teacher(self, teacher) -> None:
         """Use `teacher` (a frozen semrec.cf.CFTeacher) for the CF soft tokens; builds the projection MLP."""
         if teacher.num_items != self.codes.shape[0]:
@@ -275,7 +295,7 @@ class LLMRecommender(DecoderRecommender):
         def ids(s: str) -> list[int]:
             return tok(s, add_special_tokens=False)["input_ids"] if s else []
 
-        bos = getattr(tok, "bos_token_id", None)
+        bos = self.tokenization.bos_id  # the tokenizer's BOS (CLS for BERT-style tokenizers)
         head_ids = ([bos] if c.prompt_bos and bos is not None and not c.chat_template else []) + ids(head)
         tail_ids = ids(tail) + ([bos] if c.response_start == "bos" and bos is not None else [])
         if c.cf_embeddings:
@@ -292,7 +312,17 @@ class LLMRecommender(DecoderRecommender):
         p = self._prompt_pieces()
         ids = self._prompt_ids([i for i in history if i >= 0][-self.max_history:], p)
         tok = self.item_text_tokenizer
-        return "".join(tok.decode([t]) if t >= 0 else ("[UserEmb]" if t == USER_SLOT else "[ItemEmb]") for t in ids)
+        out, run = [], []
+        for t in ids + [None]:
+            if t is not None and t >= 0:
+                run.append(t)
+                continue
+            if run:
+                out.append(tok.decode(run, clean_up_tokenization_spaces=False))
+                run = []
+            if t is not None:
+                out.append("[UserEmb]" if t == USER_SLOT else "[ItemEmb]")
+        return "".join(out)
 
     @staticmethod
     def _prompt_ids(items: list[int], p: dict) -> list[int]:

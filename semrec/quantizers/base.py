@@ -146,7 +146,11 @@ class Quantizer(abc.ABC):
             write_json(tmp / "config.json", {"format": FORMAT, "quantizer": self.name, "in_dim": self.in_dim,
                                              "config": dataclasses.asdict(self.config),
                                              "fit_info": self.fit_info})
+            self._write_extra(tmp)
         return Path(out)
+
+    def _write_extra(self, directory: Path) -> None:
+        """Hook for additional human-readable files (RQ-VAE writes its loss-curve plot)."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Quantizer":

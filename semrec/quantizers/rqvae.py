@@ -122,6 +122,38 @@ class RQVAEModel(nn.Module):
                 "residuals": residuals, "last_residual": residuals[-1]}
 
 
+def plot_history(history: list[dict], path, *, title: str = "") -> None:
+    """Loss terms (log scale) and codes used per level against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semrec.io import atomic_file
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in [k for k in history[0] if k not in ("epoch", "codes_used", "restarted")]:
+        vals = [h.get(key) for h in history]
+        if all(isinstance(v, (int, float)) and v > 0 for v in vals):
+            a.plot(epochs, vals, label=key)
+    a.set_yscale("log")
+    a.set_xlabel("epoch")
+    a.legend(fontsize=7)
+    a.set_title("losses")
+    for l in range(len(history[0]["codes_used"])):
+        b.plot(epochs, [h["codes_used"][l] for h in history], label=f"level {l}")
+    b.set_xlabel("epoch")
+    b.set_title("codes used per epoch")
+    b.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
 @register_quantizer("rqvae")
 class RQVAE(Quantizer):
     """TIGER's RQ-VAE semantic-ID quantizer (see module docstring)."""
@@ -296,6 +328,13 @@ class RQVAE(Quantizer):
         return sum(cb[c[:, l]] for l, cb in enumerate(self.model.codebooks)).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- io
+    def _write_extra(self, directory) -> None:
+        """loss_curve.png: per-epoch losses and codes used per level (also in config.json fit_info)."""
+        history = self.fit_info.get("history") or []
+        if len(history) < 2:
+            return
+        plot_history(history, directory / "loss_curve.png", title=f"{self.name} training")
+
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
