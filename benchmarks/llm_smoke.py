@@ -219,7 +219,8 @@ def markdown(doc: dict) -> str:
              + " | CC | best epoch | train s | eval s | train s/row | eval s/row |",
              "|---|---|---|---|---|" + "---|" * len(keys) + "---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['loss']} | {r['msl']} | {r['tau']} | {r['alpha'] if r['alpha'] is not None else '-'} | "
+        alpha = r["alpha"] if r["alpha"] is not None else "-"
+        lines.append(f"| {r['mode']} | {r['loss']} | {r['msl']} | {r['tau']} | {alpha} | "
                      + " | ".join(f"{r[k]:.4f}" for k in keys)
                      + f" | {r.get('cc', float('nan')):.4f} | {r['best_epoch']} | {r['train_wall_s']:.0f} | "
                      f"{r['eval_wall_s']:.0f} | {r['train_wall_s_per_row']:.2f} | {r['eval_wall_s_per_row']:.2f} |")
@@ -232,7 +233,8 @@ def markdown(doc: dict) -> str:
     for r in rows:
         rest = 1 - r["train_share_model_forward"] - r["train_share_loss_incl_ct"]
         lines.append(f"| {r['mode']} | {r['train_wall_s_per_row']:.2f} | {100 * r['train_share_model_forward']:.1f}% | "
-                     f"{100 * r['train_share_loss_incl_ct']:.2f}% | {100 * rest:.1f}% | {r['eval_wall_s_per_row']:.2f} | "
+                     f"{100 * r['train_share_loss_incl_ct']:.2f}% | {100 * rest:.1f}% | "
+                     f"{r['eval_wall_s_per_row']:.2f} | "
                      f"{100 * r['eval_share_model']:.1f}% | {100 * (1 - r['eval_share_model']):.1f}% |")
     lines += ["",
               f"- Batched Collaborative Tokenizer alone: {t['ct_ms_per_batch']:.1f} ms per batch of {t['batch_rows']} "
@@ -241,7 +243,8 @@ def markdown(doc: dict) -> str:
               "benchmarks/results/tca_throughput.md, and this beam search with transformers' generate() in "
               "benchmarks/results/decoding_speed.md.",
               f"- Authors (TCA4Rec README, {a['model']} on one {a['device']}): {a['train_min_per_epoch']:.0f} min per "
-              f"epoch of {a['train_rows_per_epoch']} rows = {a['train_s_per_row']:.3f} s/row; {a['eval_min']:.0f} min per "
+              f"epoch of {a['train_rows_per_epoch']} rows = {a['train_s_per_row']:.3f} s/row; "
+              f"{a['eval_min']:.0f} min per "
               f"evaluation of {a['eval_rows']} rows = {a['eval_s_per_row']:.3f} s/row.",
               "- " + doc["comparison"], "",
               "## What the full runs need", "", doc["full_run_requirements"], ""]

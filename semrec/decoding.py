@@ -180,7 +180,8 @@ def score_items(model, batch, items: torch.Tensor | None = None, *, chunk: int =
         it = items[lo:lo + chunk]
         m = len(it)
         rep = batch.__class__(
-            input_ids=batch.input_ids.repeat_interleave(m, 0), attention_mask=batch.attention_mask.repeat_interleave(m, 0),
+            input_ids=batch.input_ids.repeat_interleave(m, 0),
+            attention_mask=batch.attention_mask.repeat_interleave(m, 0),
             histories=batch.histories.repeat_interleave(m, 0), users=batch.users.repeat_interleave(m, 0),
             rows=batch.rows.repeat_interleave(m, 0), target_tokens=model.codes[it].repeat(b, 1))
         logp = torch.log_softmax(model(rep).float(), -1)

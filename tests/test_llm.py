@@ -123,7 +123,8 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
     assert (ids[1][mask[1] == 0] == tok.pad_id).all()
     p = model._prompt_pieces()
     bos = tok.bos_id
-    assert bos is not None and p["head"][0] == bos and p["tail"][-1] == bos  # BOS opens the prompt and separates it from the title
+    # BOS opens the prompt and separates it from the title
+    assert bos is not None and p["head"][0] == bos and p["tail"][-1] == bos
     assert ids[1][mask[1] == 1].tolist() == p["head"] + p["segs"][3] + p["tail"]
     # only the last max_history = 4 items, oldest first, joined by the separator
     assert ids[0].tolist() == p["head"] + p["segs"][7] + p["sep"] + p["segs"][8] + p["sep"] + p["segs"][9] + \
@@ -140,9 +141,7 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
     assert batch.target_tokens.shape[1] == max(len(tok.codes_of_item(i)) for i in (11, 12))
     with pytest.raises(SemrecError, match="history"):
         model_of(tok, tiny_llama, template="no slot here")
-    from semrec.itemcodes import title_tokenization
-
-    from semrec.itemcodes import load_tokenizer
+    from semrec.itemcodes import load_tokenizer, title_tokenization
 
     if len(load_tokenizer(None)) != len(real_tokenizer):
         different = load_tokenizer(None)  # the MiniLM WordPiece tokenizer
@@ -150,7 +149,7 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
         different = copy.deepcopy(real_tokenizer)
         different.add_tokens(["zzqxj"])
     other = title_tokenization(["LEGO, Star Wars", "Hasbro Game"], tokenizer=different)
-    with pytest.raises(SemrecError, match="another tokenizer"):
+    with pytest.raises(SemrecError, match="another tokenizer|do not belong together"):
         model_of(other, tiny_llama)
 
 
@@ -275,7 +274,8 @@ def test_full_finetune_with_cf_soft_tokens_round_trip(tokenization, tiny_llama, 
         moved = model(batch)
         teacher.item_emb.weight[item + 1] -= 1.0
     assert not torch.allclose(base[0], moved[0])
-    assert all(p.requires_grad for p in model.hf.parameters()) and not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in model.hf.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
     proj = {n: p.detach().clone() for n, p in model.cf_projection.named_parameters()}
     t_before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
     Trainer(model, TrainConfig(epochs=1, batch_size=4, lr=1e-2, warmup_steps=0, progress=False), rows(4, seed=10)).fit()
@@ -330,3 +330,17 @@ def test_gpt2_backbone_gets_its_own_lora_targets(tmp_path, real_tokenizer, token
     assert (out.items >= 0).all()
     with pytest.raises(SemrecError, match="q_proj"):
         model_of(tokenization, str(tmp_path), lora_target_modules=["q_proj"])
+
+
+def test_chat_template_wraps_the_prompt(tokenization, tiny_llama, real_tokenizer):
+    model = model_of(tokenization, tiny_llama, chat_template=True)
+    if not getattr(real_tokenizer, "chat_template", None):
+        with pytest.raises(SemrecError, match="chat template"):
+            model.prompt_text([1, 2])
+        return
+    text = model.prompt_text([1, 2])
+    rendered = real_tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False,
+                                                  add_generation_prompt=True)
+    before, after = rendered.split("X")
+    assert text.startswith(before + "### Instruction:")
+    assert text.endswith("### Response:" + after)  # the chat turn itself separates prompt and title

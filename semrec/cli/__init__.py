@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "embed", "tokenize",
     "llm",
     "run",
+    "recommend", "report",
 ]
 
 

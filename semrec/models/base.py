@@ -72,7 +72,8 @@ class GenerativeRecommender(nn.Module):
         self.pad_id = int(tokenization.pad_id)
         self.eos_id = None if tokenization.eos_id is None else int(tokenization.eos_id)
         if self.eos_id is not None and self.eos_id == self.pad_id:
-            raise SemrecError(f"{self.arch}: the item tokenization's pad_id and eos_id must differ (both {self.pad_id})")
+            raise SemrecError(f"{self.arch}: the item tokenization's pad_id and eos_id must differ "
+                              f"(both {self.pad_id})")
         self.item_vocab_size = int(max(int(tokenization.vocab_size), int(codes.max()) + 1, self.pad_id + 1))
         bos = getattr(tokenization, "bos_id", None)
         # start token: the tokenization's BOS when it has one, else one extra token after its vocabulary
@@ -234,7 +235,8 @@ class GenerativeRecommender(nn.Module):
         if given["fingerprint"] != stored.get("fingerprint"):
             raise SemrecError(
                 f"{path}: model was trained for item tokenization {stored.get('scheme')!r} "
-                f"(fingerprint {stored.get('fingerprint')}, {stored.get('num_items')} items x {stored.get('max_len')}), "
+                f"(fingerprint {stored.get('fingerprint')}, "
+                f"{stored.get('num_items')} items x {stored.get('max_len')}), "
                 f"not the given {given['scheme']!r} (fingerprint {given['fingerprint']}, "
                 f"{given['num_items']} items x {given['max_len']})")
         cfg = load_config(cls.config_class, meta["config"], name=f"{path}/config.json config")

@@ -65,7 +65,7 @@ class LLMConfig:
     template: prompt text with ``{history}`` (and optionally ``{domain}``); item_template: one history
     item, with ``{title}``; chat_template: wrap the prompt in the tokenizer's chat template (user turn +
     generation prompt). prompt_bos: start with the tokenizer's BOS; response_start "bos": put BOS between
-    prompt and title (the authors' layout). finetune "lora" (peft; lora_target_modules None = q/k/v/o
+    prompt and title (the authors' layout; "auto" = "bos" for plain prompts, "none" with chat_template). finetune "lora" (peft; lora_target_modules None = q/k/v/o
     projections when the model has them, else peft's default for the architecture) or "full".
     dtype "auto": bfloat16 on CUDA with LoRA, else float32.
     """
@@ -78,7 +78,7 @@ class LLMConfig:
     separator: str = ", "
     chat_template: bool = False
     prompt_bos: bool = True
-    response_start: Literal["bos", "none"] = "bos"
+    response_start: Literal["auto", "bos", "none"] = "auto"
     finetune: Literal["lora", "full"] = "lora"
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -133,7 +133,8 @@ def _load_causal_lm(path: Path, dtype: torch.dtype, attn: str | None) -> nn.Modu
             except TypeError:  # transformers 4.x
                 return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype, **kw)
         except (OSError, ValueError) as e:
-            raise SemrecError(f"{path}: cannot load a causal LM ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise SemrecError(f"{path}: cannot load a causal LM ({type(e).__name__}: {first})") from None
 
 
 def _lora_targets(hf: nn.Module, wanted: list[str] | None) -> list[str] | None:
@@ -288,7 +289,8 @@ class LLMRecommender(DecoderRecommender):
                 rendered = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
                                                    add_generation_prompt=True)
             except Exception as e:  # noqa: BLE001 - missing or broken chat template
-                raise SemrecError(f"llm: chat_template is on but the tokenizer has no usable chat template ({e})") from None
+                raise SemrecError(f"llm: chat_template is on but the tokenizer has no usable chat template "
+                                  f"({e})") from None
             before, after = rendered.split(marker)
             head, tail = before + head, tail + after
 
@@ -297,7 +299,8 @@ class LLMRecommender(DecoderRecommender):
 
         bos = self.tokenization.bos_id  # the tokenizer's BOS (CLS for BERT-style tokenizers)
         head_ids = ([bos] if c.prompt_bos and bos is not None and not c.chat_template else []) + ids(head)
-        tail_ids = ids(tail) + ([bos] if c.response_start == "bos" and bos is not None else [])
+        response_bos = c.response_start == "bos" or (c.response_start == "auto" and not c.chat_template)
+        tail_ids = ids(tail) + ([bos] if response_bos and bos is not None else [])
         if c.cf_embeddings:
             head_ids = [USER_SLOT] + head_ids
         titles = self.item_titles()

@@ -92,8 +92,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = apply_overrides(recipe, overrides)
     recipe.base_dir = str(Path(path).resolve().parent)
     where = str(path)
-    if not recipe.models:
-        raise SemrecError(f"{where}: 'models' is empty: list at least one generative model")
     names = [m.name for m in recipe.models]
     if len(set(names)) != len(names):
         raise SemrecError(f"{where}: model names must be unique, got {names}")

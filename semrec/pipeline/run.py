@@ -213,9 +213,11 @@ class Pipeline:
                              "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
                              "train_wall_time_s": train_info["wall_time_s"],
                              "eval_wall_time_s": metrics.get("wall_time_s"),
-                             "epochs_run": train_info["epochs_run"]})
+                             "epochs_run": train_info["epochs_run"],
+                             "model_stage": mdir.name})  # read by semrec.serving / semrec.report
         result = {
             "recipe": r.name, "dataset": self.dataset.name, "protocol": self.protocol, "seeds": r.seeds,
+            "data": _data_spec(r.data),  # how to reload the dataset (semrec.serving)
             "commit": git_commit(), "machine": describe_machine(resolve_device(r.device)),
             "wall_time_s": round(time.time() - t_start, 1), "rows": rows,
             "summary": summarize(rows, TABLE_METRICS[self.protocol]),
@@ -224,6 +226,13 @@ class Pipeline:
         md = results_markdown(result)
         (self.out / "results.md").write_text(md)
         return result
+
+
+def _data_spec(spec: str) -> str:
+    """A recipe's `data` as resolve_dataset will find it again: a builtin name, or an absolute directory."""
+    from semrec.data.builtin import BUILTIN_DATASETS
+
+    return spec if spec in BUILTIN_DATASETS or not Path(spec).is_dir() else str(Path(spec).resolve())
 
 
 def _grid(sweep: dict[str, list]) -> list[dict]:

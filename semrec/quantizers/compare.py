@@ -8,7 +8,8 @@ Metrics (all computed exactly over the whole catalogue, no sampling):
   first code / first two codes, against the mean over all pairs ("random pairs");
 - CF-neighbour agreement: share of each item's top-k CF neighbours (cosine of teacher item embeddings,
   the item itself excluded) that share its first code (also first two codes), against the chance
-  level sum_g n_g (n_g - 1) / (N (N - 1)) of a random neighbour sharing it;
+  level sum_g n_g (n_g - 1) / (N (N - 1)) of a random neighbour sharing it (lift = agreement / chance, which
+  does not reward a less uniform first level);
 - fit time (quantizer fit only; embeddings are cached) and embedding time.
 """
 
@@ -119,6 +120,7 @@ def evaluate_tokenization(tok, *, reference_emb: np.ndarray | None = None, own_e
         k1 = prefix_keys(codes, 1)
         row["cf_agree1"] = neighbour_agreement(neighbours, k1)
         row["cf_chance1"] = chance_agreement(k1)
+        row["cf_lift1"] = row["cf_agree1"] / row["cf_chance1"] if row["cf_chance1"] > 0 else None
         if codes.shape[1] > 1:
             k2 = prefix_keys(codes, 2)
             row["cf_agree2"] = neighbour_agreement(neighbours, k2)
@@ -146,7 +148,7 @@ def markdown_table(rows: Sequence[dict], *, title: str = "", notes: Sequence[str
             ("unique_ids_after", "unique after"), ("codes_used", "codes used / level"),
             ("perplexity", "perplexity / level"), ("recon_rel_mse", "recon rel. MSE"),
             ("cos_prefix1", "cos 1st code"), ("cos_prefix2", "cos 1st 2 codes"), ("cos_random", "cos random"),
-            ("cf_agree1", "CF-nb agree 1st"), ("cf_chance1", "chance 1st"), ("cf_agree2", "CF-nb agree 1st 2"),
+            ("cf_agree1", "CF-nb agree 1st"), ("cf_chance1", "chance 1st"), ("cf_lift1", "lift 1st"), ("cf_agree2", "CF-nb agree 1st 2"),
             ("fit_seconds", "fit s")]
     lines = [f"## {title}", ""] if title else []
     lines.append("| " + " | ".join(h for _, h in cols) + " |")

@@ -214,7 +214,7 @@ class RQVAE(Quantizer):
             raise SemrecError(f"{self.name}: epochs and batch_size must be positive")
         gen = seed_everything(cfg.seed)
         device = self._device()
-        x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(device)
+        x = torch.from_numpy(np.array(emb, dtype=np.float32, copy=True)).to(device)
         cf = None if cf_emb is None else torch.from_numpy(np.ascontiguousarray(cf_emb, dtype=np.float32)).to(device)
         self.model = RQVAEModel(x.shape[1], cfg).to(device)
         if cfg.standardize:

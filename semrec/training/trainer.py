@@ -147,7 +147,8 @@ class Trainer:
                               f"{', '.join(diff)} (use another output directory)")
         saved = read_json(ckpt / "model" / "config.json")
         mine = self.model._config_json()
-        for key, what in (("arch", "model architecture"), ("config", "model config"), ("tokenization", "item tokenization")):
+        checks = (("arch", "model architecture"), ("config", "model config"), ("tokenization", "item tokenization"))
+        for key, what in checks:
             if saved.get(key) != mine[key]:
                 raise SemrecError(f"{ckpt}: cannot resume, the checkpoint has another {what} "
                                   "(use another output directory)")

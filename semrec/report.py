@@ -1,0 +1,403 @@
+"""`semrec report RUN_DIR ...`: a Markdown + HTML summary of one or more `semrec run` directories.
+
+Sections: results tables (mean ± std over seeds, per dataset, from each run's results.json rows), the
+alpha sweep (test NDCG@10 and CC of TCA rows against alpha, and the valid metric of every swept alpha
+from the rows' `sweep_valid`), training curves (train loss and valid metric per epoch from every model
+stage's train.json and every teacher's train_log.jsonl), and code usage per level of each item
+tokenization (sorted code frequencies, with the perplexity stats stored in tokenization.json).
+
+    build_report(["runs/office", "runs/office-seed1"], "reports/office")  # -> report.md, report.html, *.png
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semrec.errors import SemrecError
+from semrec.io import atomic_file, read_json
+
+
+@dataclass
+class Run:
+    """One run directory's results and the stage files a report reads."""
+
+    path: Path
+    result: dict
+    label: str
+    model_stages: list[Path] = field(default_factory=list)
+    teacher_stages: list[Path] = field(default_factory=list)
+    ids_stages: list[Path] = field(default_factory=list)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise SemrecError(f"{path}: no such run directory")
+    result = read_json(path / "results.json")
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        raise SemrecError(f"{path}/results.json: not a `semrec run` results file (no 'rows' list)")
+    st = path / "stages"
+    return Run(path=path, result=result, label=f"{result.get('recipe', path.name)} ({path.name})",
+               model_stages=sorted(p for p in st.glob("model-*") if (p / "train.json").is_file()),
+               teacher_stages=sorted(p for p in st.glob("teacher-*") if (p / "train_log.jsonl").is_file()),
+               ids_stages=sorted(p for p in st.glob("ids-*") if (p / "tokenization" / "tokenization.json").is_file()))
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def results_tables(runs: list[Run]) -> list[dict]:
+    """Per (dataset, protocol): {dataset, protocol, metrics, summary (semrec.pipeline.run.summarize)}."""
+    from semrec.pipeline.run import TABLE_METRICS, summarize
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        for row in run.result["rows"]:
+            key = (row.get("dataset", run.result.get("dataset")), row.get("protocol", run.result.get("protocol")))
+            groups[key].append(row)
+    tables = []
+    for (ds, proto), rows in groups.items():
+        metrics = list(TABLE_METRICS.get(proto, TABLE_METRICS["T"]))
+        tables.append({"dataset": ds, "protocol": proto, "metrics": metrics, "summary": summarize(rows, metrics)})
+    return tables
+
+
+def _fmt(s: dict, m: str) -> str:
+    if m not in s:
+        return "-"
+    if s["n_seeds"] > 1:
+        return f"{s[m]:.4f} ± {s[m + '_std']:.4f}"
+    return f"{s[m]:.4f}"
+
+
+def alpha_sweep(runs: list[Run]) -> dict[str, list[dict]]:
+    """{"test": rows of TCA runs [{name, dataset, alpha, seed, ndcg@10, cc}], "valid": [{name, dataset,
+    alpha, seed, valid, monitor}] from sweeps over alpha}."""
+    test, valid = [], []
+    for run in runs:
+        for r in run.result["rows"]:
+            if str(r.get("loss", "")).startswith("tca") and r.get("alpha") is not None:
+                test.append({"name": r["name"], "dataset": r.get("dataset"), "alpha": float(r["alpha"]),
+                             "seed": r.get("seed"), "ndcg@10": r.get("ndcg@10"), "cc": r.get("cc")})
+            for e in r.get("sweep_valid") or []:
+                if "alpha" in e and e.get("valid") is not None and math.isfinite(e["valid"]):
+                    valid.append({"name": r["name"], "dataset": r.get("dataset"), "alpha": float(e["alpha"]),
+                                  "seed": r.get("seed"), "valid": float(e["valid"])})
+    return {"test": test, "valid": valid}
+
+
+def _mean_by_alpha(rows: list[dict], key: str) -> tuple[list[float], list[float], list[float]]:
+    by: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get(key) is not None:
+            by[r["alpha"]].append(float(r[key]))
+    xs = sorted(by)
+    return xs, [float(np.mean(by[x])) for x in xs], [float(np.std(by[x], ddof=1)) if len(by[x]) > 1 else 0.0
+                                                      for x in xs]
+
+
+def training_curves(run: Run) -> list[dict]:
+    """[{label, kind, epochs, train_loss, valid, monitor}] for every model and teacher stage of a run."""
+    curves = []
+    for st in run.model_stages:
+        info = read_json(st / "train.json")
+        monitor = info.get("monitor") or "ndcg@10"
+        hist = [h for h in info.get("history") or [] if h.get("kind", "epoch") == "epoch"]
+        curves.append({"label": info.get("label", st.name), "kind": "model", "monitor": monitor,
+                       "epochs": [int(h.get("epoch", i)) + 1 for i, h in enumerate(hist)],
+                       "train_loss": [h.get("train_loss") for h in hist],
+                       "valid": [h.get(f"valid_{monitor}") for h in hist]})
+    for st in run.teacher_stages:
+        hist = []
+        for n, line in enumerate((st / "train_log.jsonl").read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    hist.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise SemrecError(f"{st / 'train_log.jsonl'}: line {n}: not JSON") from None
+        hist = [h for h in hist if "epoch" in h]
+        model = read_json(st / "stage.json").get("config", {}).get("model", "teacher")
+        curves.append({"label": f"teacher {model} ({st.name})", "kind": "teacher", "monitor": "ndcg@10",
+                       "epochs": [int(h["epoch"]) for h in hist],
+                       "train_loss": [h.get("train_loss") for h in hist],
+                       "valid": [(h.get("valid") or {}).get("ndcg@10") for h in hist]})
+    return curves
+
+
+def code_usage(ids_stage: Path) -> dict:
+    """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}."""
+    from semrec.itemcodes import ItemTokenization
+
+    tok = ItemTokenization.from_pretrained(ids_stage / "tokenization", load_quantizer=False)
+    meta = read_json(ids_stage / "tokenization" / "tokenization.json")
+    stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+    stored = {u.get("level"): u for u in stats.get("usage") or [] if isinstance(u, dict)}
+    codes = tok.codes.cpu().numpy()
+    offsets = list(tok.level_offsets)
+    sizes = list(meta.get("codebook_sizes") or [None] * codes.shape[1])
+    levels = []
+    for lv in range(min(tok.num_levels, codes.shape[1])):
+        col = codes[:, lv]
+        col = col[col != tok.pad_id]
+        if tok.eos_id is not None:
+            col = col[col != tok.eos_id]
+        if len(col) == 0:
+            continue
+        raw = col - offsets[lv]
+        _, counts = np.unique(raw, return_counts=True)
+        counts = np.sort(counts)[::-1]
+        p = counts / counts.sum()
+        levels.append({"level": lv, "codebook_size": sizes[lv] if lv < len(sizes) else None,
+                       "codes_used": int(len(counts)), "perplexity": float(np.exp(-(p * np.log(p)).sum())),
+                       "max_share": float(p[0]), "counts": counts.tolist(),
+                       "stored_perplexity": stored.get(lv, {}).get("perplexity")})
+    return {"scheme": tok.scheme, "num_items": int(codes.shape[0]), "levels": levels,
+            "collisions_before": int(getattr(tok, "collisions_before", 0) or 0)}
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_alpha(sweep: dict, path: Path) -> Path | None:
+    if not sweep["test"] and not sweep["valid"]:
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, ax, ylabel in (("ndcg@10", a1, "NDCG@10"), ("cc", a2, "CC")):
+        for name in dict.fromkeys((r["dataset"], r["name"]) for r in sweep["test"]):
+            rows = [r for r in sweep["test"] if (r["dataset"], r["name"]) == name]
+            xs, ms, ss = _mean_by_alpha(rows, key)
+            if xs:
+                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{name[1]} test ({name[0]})")
+        if key == "ndcg@10":
+            for name in dict.fromkeys((r["dataset"], r["name"]) for r in sweep["valid"]):
+                rows = [r for r in sweep["valid"] if (r["dataset"], r["name"]) == name]
+                xs, ms, ss = _mean_by_alpha(rows, "valid")
+                ax.errorbar(xs, ms, yerr=ss, marker="s", ls="--", capsize=3, label=f"{name[1]} valid ({name[0]})")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    a1.set_title("NDCG@10 against alpha")
+    a2.set_title("collaborative consistency against alpha")
+    return _save(fig, path)
+
+
+def plot_curves(curves: list[dict], title: str, path: Path) -> Path | None:
+    curves = [c for c in curves if c["epochs"]]
+    if not curves:
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for c in curves:
+        style = "-" if c["kind"] == "model" else ":"
+        pts = [(e, v) for e, v in zip(c["epochs"], c["train_loss"]) if v is not None]
+        if pts:
+            a1.plot(*zip(*pts), style, marker="o", ms=3, label=c["label"])
+        pts = [(e, v) for e, v in zip(c["epochs"], c["valid"]) if v is not None]
+        if pts:
+            a2.plot(*zip(*pts), style, marker="o", ms=3, label=f"{c['label']} ({c['monitor']})")
+    a1.set_title(f"{title}: train loss")
+    a2.set_title(f"{title}: valid metric")
+    for ax, yl in ((a1, "train loss"), (a2, "valid")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def plot_usage(usage: dict, title: str, path: Path) -> Path | None:
+    if not usage["levels"]:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for lv in usage["levels"]:
+        counts = np.asarray(lv["counts"])
+        ax.plot(np.arange(1, len(counts) + 1), counts / counts.sum(),
+                label=f"level {lv['level']}: {lv['codes_used']}/{lv['codebook_size'] or '?'} used, "
+                      f"ppl {lv['perplexity']:.1f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("share of items")
+    ax.set_title(f"{title}: code usage per level")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- output
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", s)[:80]
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Write report.md, report.html (images embedded) and the PNGs into `out_dir`; returns their paths."""
+    if not run_dirs:
+        raise SemrecError("report: give at least one run directory")
+    runs = [load_run(p) for p in run_dirs]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SemrecError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    images: list[Path] = []
+    md: list[str] = ["# semrec report", ""]
+    md += ["Runs:", ""]
+    for r in runs:
+        res = r.result
+        md.append(f"- `{r.path.name}`: recipe {res.get('recipe')}, dataset {res.get('dataset')} (protocol "
+                  f"{res.get('protocol')}), seeds {res.get('seeds')}, commit `{res.get('commit')}`, "
+                  f"{res.get('machine')}, wall time {res.get('wall_time_s')} s")
+    md.append("")
+
+    md += ["## Results (test split, mean ± std over seeds)", ""]
+    for t in results_tables(runs):
+        md += [f"### {t['dataset']} (protocol {t['protocol']})", ""]
+        md += _md_table(["model", "seeds", *t["metrics"]],
+                        [[s["name"], str(s["n_seeds"]), *[_fmt(s, m) for m in t["metrics"]]] for s in t["summary"]])
+        md.append("")
+
+    sweep = alpha_sweep(runs)
+    md += ["## Alpha sweep", ""]
+    if sweep["test"] or sweep["valid"]:
+        rows = []
+        for r in sorted(sweep["test"], key=lambda r: (r["dataset"], r["name"], r["alpha"], r["seed"] or 0)):
+            rows.append([str(r["dataset"]), r["name"], "test", f"{r['alpha']:g}", str(r["seed"]),
+                         "-" if r["ndcg@10"] is None else f"{r['ndcg@10']:.4f}",
+                         "-" if r["cc"] is None else f"{r['cc']:.4f}"])
+        for r in sorted(sweep["valid"], key=lambda r: (r["dataset"], r["name"], r["alpha"], r["seed"] or 0)):
+            rows.append([str(r["dataset"]), r["name"], "valid (selection metric)", f"{r['alpha']:g}", str(r["seed"]),
+                         f"{r['valid']:.4f}", "-"])
+        md += _md_table(["dataset", "model", "split", "alpha", "seed", "NDCG@10", "CC"], rows)
+        img = plot_alpha(sweep, out / "alpha_sweep.png")
+        if img:
+            images.append(img)
+            md += ["", f"![alpha sweep]({img.name})"]
+    else:
+        md.append("No TCA rows or alpha sweeps in these runs.")
+    md.append("")
+
+    md += ["## Training curves", ""]
+    for r in runs:
+        curves = training_curves(r)
+        img = plot_curves(curves, r.label, out / f"curves_{_slug(r.path.name)}.png")
+        if img is None:
+            md += [f"{r.label}: no per-epoch history.", ""]
+            continue
+        images.append(img)
+        md += [f"### {r.label}", ""]
+        md += _md_table(["stage", "epochs", "last train loss", "best valid"],
+                        [[c["label"], str(len(c["epochs"])),
+                          next((f"{v:.4f}" for v in reversed(c["train_loss"]) if v is not None), "-"),
+                          max((f"{v:.4f}" for v in c["valid"] if v is not None), key=float, default="-")
+                          + f" ({c['monitor']})"] for c in curves])
+        md += ["", f"![training curves {r.label}]({img.name})", ""]
+
+    md += ["## Code usage per level", ""]
+    seen: set[str] = set()
+    for r in runs:
+        for st in r.ids_stages:
+            if st.name in seen:
+                continue
+            seen.add(st.name)
+            usage = code_usage(st)
+            title = f"{usage['scheme']} ({st.name})"
+            md += [f"### {title}", "", f"{usage['num_items']} items; {usage['collisions_before']} collisions "
+                                       f"before resolution.", ""]
+            md += _md_table(["level", "codes used", "codebook", "perplexity", "max share"],
+                            [[str(lv["level"]), str(lv["codes_used"]), str(lv["codebook_size"] or "-"),
+                              f"{lv['perplexity']:.1f}", f"{lv['max_share']:.4f}"] for lv in usage["levels"]])
+            img = plot_usage(usage, title, out / f"usage_{_slug(st.name)}.png")
+            if img:
+                images.append(img)
+                md += ["", f"![code usage {title}]({img.name})"]
+            md.append("")
+    if not seen:
+        md += ["No item tokenizations in these runs.", ""]
+
+    text = "\n".join(md) + "\n"
+    with atomic_file(out / "report.md") as f:
+        f.write(text)
+    with atomic_file(out / "report.html") as f:
+        f.write(markdown_to_html(text, out))
+    return {"md": out / "report.md", "html": out / "report.html", "images": images}
+
+
+def markdown_to_html(text: str, base: Path) -> str:
+    """The report's own Markdown subset (headings, lists, tables, images) as one self-contained HTML page."""
+    body: list[str] = []
+    lines = text.splitlines()
+    i = 0
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("| "):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            cells = [[c.strip() for c in row.strip().strip("|").split(" | ")]
+                     for row in block if not row.startswith("|---")]
+            head = "".join(f"<th>{inline(c)}</th>" for c in cells[0])
+            rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            continue
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif m := re.fullmatch(r"!\[(.*)\]\((.+)\)", line):
+            data = base64.b64encode((base / m.group(2)).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"></p>')
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+             "code{background:#f3f3f3}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>semrec report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def report_summary(paths: dict[str, Any]) -> str:
+    return f"report written to {paths['md']} and {paths['html']} ({len(paths['images'])} images)"
