@@ -13,6 +13,12 @@ from typing import Any, Iterator
 from semrec.errors import SemrecError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to `out` only if the block succeeds.
@@ -24,6 +30,7 @@ def atomic_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
     try:
         yield tmp
     except BaseException:
@@ -49,6 +56,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should not be
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -58,6 +58,7 @@ class Quantizer(abc.ABC):
             raise SemrecError(f"{self.name}: expected a {self.config_class.__name__}, got {type(config).__name__}")
         check_codebook_sizes(list(config.codebook_sizes), f"{self.name}.codebook_sizes")
         self.config = config
+        self.progress = True  # show tqdm bars while fitting
         self.fit_info: dict = {}
         self.in_dim: int | None = None
 
@@ -92,8 +93,9 @@ class Quantizer(abc.ABC):
         return emb
 
     # ------------------------------------------------------------------------------------- interface
-    def fit(self, emb: np.ndarray, cf_emb: np.ndarray | None = None) -> "Quantizer":
+    def fit(self, emb: np.ndarray, cf_emb: np.ndarray | None = None, *, progress: bool = True) -> "Quantizer":
         """Fit on (N, d) item embeddings; `cf_emb` (N, d_cf) is used by collaborative quantizers."""
+        self.progress = progress
         emb = self._check_input(emb, fitting=True)
         if cf_emb is not None:
             from semrec.embeddings import check_matrix

@@ -53,7 +53,7 @@ class RQKMeans(Quantizer):
         resid = np.array(emb, dtype=np.float32, copy=True)
         self.codebooks = []
         usage = []
-        for level, k in enumerate(tqdm(self.codebook_sizes, desc="rq-kmeans level", leave=False)):
+        for level, k in enumerate(tqdm(self.codebook_sizes, desc="rq-kmeans level", leave=False, disable=not self.progress)):
             c = kmeans(resid, k, niter=self.config.niter, seed=self.config.seed + level, nredo=self.config.nredo)
             codes, _ = nearest(resid, c)
             resid -= c[codes]

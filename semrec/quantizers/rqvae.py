@@ -230,7 +230,7 @@ class RQVAE(Quantizer):
         n, sizes = len(x), self.codebook_sizes
         history, restarts_total = [], 0
         restart_last_epoch = int(cfg.restart_until * cfg.epochs)
-        bar = tqdm(range(cfg.epochs), desc=f"{self.name} fit", unit="epoch", leave=False)
+        bar = tqdm(range(cfg.epochs), desc=f"{self.name} fit", unit="epoch", leave=False, disable=not self.progress)
         for epoch in bar:
             self.model.train()
             self._on_epoch_start(epoch)
@@ -302,7 +302,7 @@ class RQVAE(Quantizer):
         dev = next(self.model.parameters()).device
         codes, last = [], []
         for lo in range(0, emb.shape[0], 8192):
-            xb = torch.from_numpy(np.ascontiguousarray(emb[lo:lo + 8192], dtype=np.float32)).to(dev)
+            xb = torch.from_numpy(np.array(emb[lo:lo + 8192], dtype=np.float32, copy=True)).to(dev)
             z = self.model.encoder(self.model.standardize(xb))
             out = self.model.quantize(z)
             codes.append(out["codes"].cpu())

@@ -114,7 +114,7 @@ def build_tokenization(dataset: "SeqDataset", scheme: str | Path | dict | Scheme
 
     qcfg = cfg.quantizer_config()
     quantizer = QUANTIZERS[cfg.scheme](qcfg)
-    quantizer.fit(emb, cf_emb if cfg.scheme == "letter" else None)
+    quantizer.fit(emb, cf_emb if cfg.scheme == "letter" else None, progress=progress)
     raw, last_dist = quantizer._encode(emb)
     usage_before = code_usage(raw, quantizer.codebook_sizes)
     resolved, sizes, report = resolve_collisions(
