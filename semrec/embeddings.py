@@ -46,8 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONTENT_KINDS = ("text", "attributes", "cf")
 # Columns used for "attributes" when none are named: whichever of these the items table has.
-DEFAULT_ATTRIBUTE_COLUMNS = ("brand", "category", "categories", "style", "attributes", "attribute_ids",
-                             "keywords", "tags")
+DEFAULT_ATTRIBUTE_COLUMNS = ("brand", "category", "categories", "style", "attributes", "attribute_ids", "tags")
 CACHE_FORMAT = 1
 
 

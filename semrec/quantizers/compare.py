@@ -193,7 +193,8 @@ def plot_comparison(rows: Sequence[dict], path: str | Path, *, title: str = "") 
     for ax in axes.flat:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, fontsize=7)
-    for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    for ax in (axes[0, 1], axes[1, 0]):
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
