@@ -3,7 +3,7 @@
 Stages, in data-flow order: dataset -> CF teacher(s) -> item tokenization (embeddings are cached
 inside it by text hash) -> generative model (one per model row, seed and sweep value) -> evaluation.
 A stage directory `<out>/stages/<stage>-<key>` is reused when its config and upstream keys are
-unchanged; long training runs checkpoint every epoch under `<out>/work/` and resume after a kill.
+unchanged; long training runs checkpoint every epoch under `<out>/checkpoints/` and resume after a kill.
 Results: `<out>/results.json` (one row per run, plus mean/std over seeds) and `<out>/results.md`.
 """
 
@@ -70,7 +70,7 @@ class Pipeline:
         mcfg = load_config(klass.config_class, model_cfg, name=f"teacher {model_name} config")
         tcfg = load_config(CFTrainConfig, train_cfg, name=f"teacher {model_name} train")
         config = {"model": model_name, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
-        work = self.out / "work" / f"teacher-{model_name}-{seed}"
+        work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
             model = klass(self.dataset.num_items, mcfg)
@@ -131,7 +131,7 @@ class Pipeline:
         if needs_teacher:
             inputs["teacher"] = StageCache.key_of(teacher_dir)
         label = f"{spec.name} seed {seed}" + "".join(f" {k}={v}" for k, v in sweep.items())
-        work = self.out / "work" / f"model-{_slug(spec.name)}-{seed}-{_slug(str(sorted(sweep.items())))}"
+        work = self.out / "checkpoints" / f"model-{_slug(spec.name)}-{seed}-{_slug(str(sorted(sweep.items())))}"
 
         def build(tmp: Path) -> None:
             self.log(f"[model] training {label}")
