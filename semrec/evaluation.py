@@ -124,7 +124,7 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     return out
 
 
-def result_row(model, metrics: dict, *, dataset: str, protocol: str, split: str, seed: int | None = None,
+def result_row(model, metrics: dict, /, *, dataset: str, protocol: str, split: str, seed: int | None = None,
                **extra: Any) -> dict:
     """A JSON-able result row: {model, tokenizer, loss, alpha, tau, dataset, protocol, split, seed,
     metrics..., wall_time_s, device}; training facts come from `model.training_info` unless given."""
