@@ -154,6 +154,18 @@ def content_parts(content: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------- text
 
 
+def _list_literal(s: str) -> list | None:
+    """The list a cell like "['a', 'b']" spells (parsed safely with ast.literal_eval), else None."""
+    if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
+        try:
+            parsed = ast.literal_eval(s)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        if isinstance(parsed, (list, tuple)):
+            return list(parsed)
+    return None
+
+
 def render_value(value: Any) -> str:
     """Render one cell: None/NaN/empty -> ""; lists joined (", "; nested with " > "); HTML unescaped."""
     if value is None:
@@ -164,13 +176,9 @@ def render_value(value: Any) -> str:
         value = value.tolist()
     if isinstance(value, str):
         s = value.strip()
-        if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
-            try:
-                parsed = ast.literal_eval(s)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                parsed = None
-            if isinstance(parsed, (list, tuple)):
-                return render_value(list(parsed))
+        parsed = _list_literal(s)
+        if parsed is not None:
+            return render_value(parsed)
         return _clean_text(s)
     if isinstance(value, (list, tuple)):
         out = []
@@ -409,13 +417,9 @@ def _attribute_tokens(value: Any) -> list[str]:
         value = value.tolist()
     if isinstance(value, str):
         s = value.strip()
-        if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
-            try:
-                parsed = ast.literal_eval(s)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                parsed = None
-            if isinstance(parsed, (list, tuple)):
-                return _attribute_tokens(list(parsed))
+        parsed = _list_literal(s)
+        if parsed is not None:
+            return _attribute_tokens(parsed)
         s = _clean_text(s).lower()
         return [s] if s else []
     if isinstance(value, (list, tuple)):

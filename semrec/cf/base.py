@@ -130,10 +130,18 @@ class CFTeacher(nn.Module):
         raise NotImplementedError
 
     def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, W) 0-based windows (-1 left padding) -> (hidden (M, d), targets (M,) 0-based):
-        the states and the items they must predict, only at positions that have a real target."""
-        raise NotImplementedError
+        the states and the items they must predict, only at positions that have a real target.
+
+        Default (causal models): next-item pairs at every position, input = window[:, :-1],
+        target = window[:, 1:]. Bidirectional models (BERT4Rec) override it."""
+        windows = windows.to(self.item_emb.weight.device)
+        inp, tgt = windows[:, :-1], windows[:, 1:]
+        ids = torch.where(inp >= 0, inp + 1, torch.zeros_like(inp))
+        hidden = self.encode(ids)
+        keep = (inp >= 0) & (tgt >= 0)
+        return hidden[keep], tgt[keep]
 
     # ---- save / load -----------------------------------------------------------------------------
     def config_dict(self) -> dict:

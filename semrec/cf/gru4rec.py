@@ -66,11 +66,3 @@ class GRU4Rec(CFTeacher):
         # back to left alignment: column j of the input holds right-padded column j - (l - length)
         src = (torch.arange(l, device=ids.device)[None, :] - (l - lengths)[:, None]) % l
         return out.gather(1, src[:, :, None].expand(b, l, out.shape[2]))
-
-    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None):
-        windows = windows.to(self.item_emb.weight.device)
-        inp, tgt = windows[:, :-1], windows[:, 1:]
-        ids = torch.where(inp >= 0, inp + 1, torch.zeros_like(inp))
-        hidden = self.encode(ids)
-        keep = (inp >= 0) & (tgt >= 0)
-        return hidden[keep], tgt[keep]

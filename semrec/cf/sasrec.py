@@ -67,12 +67,3 @@ class SASRec(CFTeacher):
         """(B, L) 1-based ids, 0 = padding -> (B, L, d) causal states."""
         valid = ids != 0
         return self.encoder(self.item_emb(ids), positions_from_start(ids), valid, causal=True)
-
-    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None):
-        """Next-item pairs at every position: input = window[:, :-1], target = window[:, 1:]."""
-        windows = windows.to(self.item_emb.weight.device)
-        inp, tgt = windows[:, :-1], windows[:, 1:]
-        ids = torch.where(inp >= 0, inp + 1, torch.zeros_like(inp))
-        hidden = self.encode(ids)
-        keep = (inp >= 0) & (tgt >= 0)
-        return hidden[keep], tgt[keep]
