@@ -251,6 +251,17 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+
+def _portable_args(args) -> dict:
+    """The command-line arguments, with paths inside the repository written relative to it."""
+    repo = Path(__file__).resolve().parents[1]
+    out = {}
+    for k, v in vars(args).items():
+        if isinstance(v, str) and Path(v).is_absolute() and Path(v).resolve().is_relative_to(repo):
+            v = str(Path(v).resolve().relative_to(repo))
+        out[k] = v
+    return out
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="toys-t", choices=sorted(DOMAIN))
@@ -362,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": {"model": args.seed, "sample": args.sample_seed}, "sample_seed": args.sample_seed,
         "commit": git_commit(), "machine": describe_machine(dev), "gpu": gpu, "rows": rows, "ct_timing": timing,
         "authors_reported": a, "comparison": comparison, "full_run_requirements": requirements,
-        "total_wall_s": time.perf_counter() - t_all, "args": vars(args),
+        "total_wall_s": time.perf_counter() - t_all, "args": _portable_args(args),
     }
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
