@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from semrec.errors import SemrecError
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")  # what YAML 1.1 leaves as a string
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -97,6 +99,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise SemrecError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads exponents without a dot (1e-3) as strings
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SemrecError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from semrec import distributed
+from semrec.cf.base import check_logits, teacher_name
 from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
@@ -67,8 +69,9 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
         items.append(out.items.cpu())
         scores.append(out.scores.cpu())
         if teacher is not None:
-            t_top1 = canonical[teacher.item_logits(batch.histories).argmax(1).to(canonical.device)]
-            matches.append(collaborative_consistency(out.items[:, 0], t_top1) * len(rows))
+            t_logits = check_logits(teacher.item_logits(batch.histories), teacher_name(teacher))
+            t_top1 = canonical[t_logits.argmax(1).to(canonical.device)]
+            matches.append(round(collaborative_consistency(out.items[:, 0], t_top1) * len(rows)))  # a count
     if was_training:
         model.train()
     res = {"items": torch.cat(items), "scores": torch.cat(scores), "invalid": invalid, "hypotheses": total}
@@ -105,8 +108,13 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     if teacher is not None:
         teacher.eval()
     t0 = time.perf_counter()
-    gen = generate(model, table, num_beams=num_beams, batch_size=batch_size, constrained=constrained,
-                   renormalize=renormalize, temperature=temperature, teacher=teacher, progress=progress)
+    if distributed.is_distributed():  # each rank decodes whole batches of its share; gathered in row order
+        gen = _sharded_generate(model, table, num_beams=num_beams, batch_size=batch_size, constrained=constrained,
+                                renormalize=renormalize, temperature=temperature, teacher=teacher,
+                                progress=progress and distributed.is_main())
+    else:
+        gen = generate(model, table, num_beams=num_beams, batch_size=batch_size, constrained=constrained,
+                       renormalize=renormalize, temperature=temperature, teacher=teacher, progress=progress)
     # items sharing one token sequence (identical titles) are one entry: compare canonical ids
     targets = model.canonical_items().cpu()[table.targets]
     ranks = target_ranks(gen["items"], targets)
@@ -122,6 +130,28 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     out["num_beams"] = num_beams
     out["wall_time_s"] = time.perf_counter() - t0
     return out
+
+
+def _sharded_generate(model, table: ExampleTable, *, batch_size: int, num_beams: int, teacher=None,
+                      **kw: Any) -> dict[str, Any]:
+    """`generate` over this rank's share of `table` (whole batches, so every batch is decoded exactly as
+    in one process), gathered so that every rank holds the full result in row order."""
+    lo, hi = distributed.shard_bounds(len(table), chunk=batch_size)
+    if hi > lo:
+        part = ExampleTable(table.histories[lo:hi], table.users[lo:hi], table.targets[lo:hi])
+        gen = generate(model, part, num_beams=num_beams, batch_size=batch_size, teacher=teacher, **kw)
+        items, scores = gen["items"], gen["scores"]
+    else:  # more ranks than batches: an empty share of the right width
+        gen = {"invalid": 0, "hypotheses": 0, "teacher_matches": 0.0}
+        width = kw.get("top_k") or num_beams
+        items, scores = torch.empty(0, width, dtype=torch.long), torch.empty(0, width)
+    counts = distributed.all_reduce_sum(torch.tensor(
+        [gen["invalid"], gen["hypotheses"], gen.get("teacher_matches", 0.0)], dtype=torch.float64))
+    res = {"items": distributed.gather_cat(items), "scores": distributed.gather_cat(scores),
+           "invalid": int(counts[0]), "hypotheses": int(counts[1])}
+    if teacher is not None:
+        res["teacher_matches"] = float(counts[2])
+    return res
 
 
 def result_row(model, metrics: dict, /, *, dataset: str, protocol: str, split: str, seed: int | None = None,

@@ -82,6 +82,26 @@ def read_json(path: str | Path) -> Any:
         raise SemrecError(f"{path}: malformed JSON ({e})") from None
 
 
+def load_safetensors(path: str | Path, *, device: str = "cpu", numpy: bool = False) -> dict[str, Any]:
+    """Read a .safetensors file into {name: tensor} (NumPy arrays with `numpy`); one-line errors for a
+    missing, truncated or corrupt file. The format holds raw tensors and JSON only (no pickles)."""
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SemrecError(f"{path}: no such file")
+    try:
+        if numpy:
+            from safetensors.numpy import load_file as load_np
+
+            return load_np(str(path))
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SemrecError(f"{path}: truncated or corrupt safetensors file ({e})") from None
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

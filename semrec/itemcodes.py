@@ -247,10 +247,12 @@ class ItemTokenization:
         arrays = {}
         for name in ("codes", "lengths", "entry_of_item"):
             f = path / f"{name}.npy"
+            if not f.is_file():
+                raise SemrecError(f"{f}: no such file")
             try:
                 arrays[name] = np.load(f, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise SemrecError(f"{f}: cannot read ({e})") from None
+            except (OSError, ValueError, EOFError) as e:
+                raise SemrecError(f"{f}: corrupt or truncated array ({type(e).__name__}: {e})") from None
         if arrays["codes"].shape[0] != meta.get("num_items"):
             raise SemrecError(f"{path}: codes.npy has {arrays['codes'].shape[0]} rows, tokenization.json says "
                               f"{meta.get('num_items')} items")

@@ -186,6 +186,7 @@ class Recommender:
         """Load row `model` (e.g. "TIGER+TCA"; default the best test NDCG@10) of a `semrec run` directory."""
         from semrec.data import resolve_dataset
         from semrec.models import load_model
+        from semrec.pipeline.cache import StageCache
         from semrec.pipeline.run import dataset_fingerprint
         from semrec.utils import resolve_device
 
@@ -207,6 +208,7 @@ class Recommender:
             raise SemrecError(f"{run_dir}: dataset {spec!r} has changed since the model was trained "
                               f"(fingerprint {dataset_fingerprint(dataset)}, run used {want})")
         net = load_model(stage / "model", device=resolve_device(device))
+        StageCache.verify(stage)  # after loading, whose errors are more specific: catches same-size edits too
         return cls(net, dataset, name=row["name"], **kwargs)
 
     def resolve(self, histories: list[list[int | str]]) -> list[list[int]]:

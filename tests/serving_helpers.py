@@ -41,18 +41,24 @@ def tiny_dataset(n_items: int = 40, n_users: int = 60, seed: int = 0) -> SeqData
     return SeqDataset("tiny", items, split, users=pd.DataFrame({"raw_id": [f"u{u}" for u in users]}), protocol="T")
 
 
-def build_tiny_run(root: Path, *, seeds=(0,), alphas=(0.1, 0.5)) -> Path:
-    """Run the real `semrec run` pipeline on the tiny dataset; returns the run directory."""
-    from semrec.pipeline import load_recipe, run_recipe
-
+def write_tiny_inputs(root: Path) -> Path:
+    """The tiny dataset under root/data and an rqkmeans 4x4 scheme at root/scheme.yaml; returns the data dir.
+    Attribute vectors (TF-IDF + SVD of brand/category) keep tests free of the text encoder's load time."""
     root.mkdir(parents=True, exist_ok=True)
     data = tiny_dataset().save_pretrained(root / "data")
-    # attribute vectors (TF-IDF + SVD of brand/category) keep the test free of the text encoder's load time
     scheme = {"scheme": "rqkmeans", "embedding": {"content": "attributes", "attribute_dim": 8,
                                                    "attribute_min_count": 1},
               "quantizer": {"codebook_sizes": [4, 4], "niter": 5, "seed": 0},
               "collisions": {"method": "extra_code"}}
     (root / "scheme.yaml").write_text(yaml.safe_dump(scheme))
+    return data
+
+
+def build_tiny_run(root: Path, *, seeds=(0,), alphas=(0.1, 0.5)) -> Path:
+    """Run the real `semrec run` pipeline on the tiny dataset; returns the run directory."""
+    from semrec.pipeline import load_recipe, run_recipe
+
+    data = write_tiny_inputs(root)
     recipe = {"name": "tiny", "data": str(data), "seeds": list(seeds), "device": "cpu",
               "tokenizer": str(root / "scheme.yaml"),
               "teacher": {"model": "sasrec", "config": {"max_len": 5, "hidden": 16, "layers": 1, "heads": 1},

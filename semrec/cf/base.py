@@ -23,7 +23,7 @@ from torch import nn
 
 from semrec.config import config_to_dict, load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.io import atomic_dir, load_safetensors, read_json, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -169,9 +169,6 @@ class CFTeacher(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> "CFTeacher":
         """Load a teacher directory; on the base class the concrete class comes from config.json."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_dir():
             raise SemrecError(f"{path}: not a CF teacher directory (train one with 'semrec train-cf')")
@@ -183,11 +180,12 @@ class CFTeacher(nn.Module):
             raise SemrecError(f"{path}: holds a '{klass.name}' teacher, not a '{cls.name}'")
         config = load_config(klass.config_class, meta.get("model", {}), name=f"{path / CONFIG_NAME}:model")
         model = klass(int(meta["num_items"]), config)
+        state = load_safetensors(path / WEIGHTS_NAME)
         try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except (OSError, SafetensorError) as e:
-            raise SemrecError(f"{path / WEIGHTS_NAME}: cannot read weights ({e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise SemrecError(f"{path / WEIGHTS_NAME}: weights do not match the config "
+                              f"({str(e).strip().splitlines()[-1].strip()})") from None
         if missing or unexpected:
             raise SemrecError(f"{path / WEIGHTS_NAME}: weights do not match the config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -200,6 +198,22 @@ class CFTeacher(nn.Module):
     def read_extra(path: str | Path) -> dict:
         """The `extra` metadata saved with a teacher (training info, dataset name, ...)."""
         return read_json(Path(path) / CONFIG_NAME).get("extra", {})
+
+
+def check_logits(logits: torch.Tensor, source: str) -> torch.Tensor:
+    """Return (B, N) teacher `logits` unchanged, or raise naming `source` if any score is NaN or +inf or
+    a row has no finite score (-inf alone is allowed: it marks an item excluded from the ranking)."""
+    nan_or_posinf = torch.isnan(logits) | (logits == float("inf"))
+    if logits.numel() and bool(nan_or_posinf.any() | (logits.amax(-1) == float("-inf")).any()):
+        bad_rows = int((nan_or_posinf.any(-1) | (logits.amax(-1) == float("-inf"))).sum())
+        raise SemrecError(f"{source}: item logits contain NaN or inf ({bad_rows} of {logits.shape[0]} rows); "
+                          "the teacher's weights are corrupt or its training diverged")
+    return logits
+
+
+def teacher_name(teacher: Any) -> str:
+    """How errors name a teacher: "CF teacher 'sasrec'"."""
+    return f"CF teacher '{getattr(teacher, 'name', None) or type(teacher).__name__}'"
 
 
 def trim_left_padding(ids: torch.Tensor) -> torch.Tensor:

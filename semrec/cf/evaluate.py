@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from semrec.cf.base import CFTeacher
+from semrec import distributed
+from semrec.cf.base import CFTeacher, check_logits, teacher_name
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.metrics import DEFAULT_KS, rank_metrics, rank_of_targets
@@ -36,17 +37,21 @@ def teacher_ranks(model: CFTeacher, examples: Examples, *, exclude_history: bool
     order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding per batch
     hist_len = model.history_len()
     ranks = np.zeros(len(examples), dtype=np.int64)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    # under torchrun each rank scores whole batches of its share; the gather below restores the order
+    lo, hi = distributed.shard_bounds(len(order), chunk=batch_size)
+    for start in range(lo, hi, batch_size):
+        idx = order[start:min(start + batch_size, hi)]
         sub = examples.subset(idx)
         hist = torch.from_numpy(sub.padded_histories(hist_len)).to(device)
-        scores = model.item_logits(hist)
+        scores = check_logits(model.item_logits(hist), teacher_name(model))
         exclude = None
         if exclude_history:
             exclude = torch.from_numpy(sub.padded_histories(max(1, int(sub.lengths.max())))).to(device)
         targets = torch.from_numpy(sub.targets).to(device)
         ranks[idx] = rank_of_targets(scores, targets, exclude, ties=ties).cpu().numpy()
     model.train(was_training)
+    if distributed.is_distributed():
+        ranks[order] = distributed.gather_cat(torch.from_numpy(ranks[order[lo:hi]])).numpy()
     return ranks
 
 

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from semrec import distributed
 from semrec.cf.base import CFTeacher
 from semrec.cf.evaluate import evaluate_teacher
 from semrec.cf.sequences import make_windows, training_sequences, window_lengths
 from semrec.config import config_to_dict
 from semrec.data.dataset import SeqDataset
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, atomic_file, read_json, write_json
+from semrec.io import atomic_dir, atomic_file, load_safetensors, read_json, write_json
 from semrec.metrics import DEFAULT_KS
 from semrec.utils import resolve_device, seed_everything
 
@@ -111,6 +112,23 @@ def loss_fn(model: CFTeacher, hidden: torch.Tensor, targets: torch.Tensor, cfg: 
     return (pos_loss + (neg_loss * valid_neg).sum(-1)).mean()
 
 
+class _PairLoss(torch.nn.Module):
+    """The teacher's training loss as one module call, so DistributedDataParallel can wrap it: returns
+    (this rank's SUM of per-target losses, its target count). A rank with nothing to score (`windows` with
+    no rows) returns a zero that still touches every parameter, as DDP needs."""
+
+    def __init__(self, model: CFTeacher, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, windows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        if windows.shape[0]:
+            hidden, targets = self.model.training_pairs(windows, generator)
+            if targets.numel():
+                return loss_fn(self.model, hidden, targets, self.cfg, generator) * targets.numel(), targets.numel()
+        return sum(p.sum() for p in self.model.parameters()) * 0.0, 0
+
+
 def _fingerprint(model: CFTeacher, dataset: SeqDataset, cfg: TrainConfig) -> str:
     blob = json.dumps({"model": model.config_dict(), "train": config_to_dict(cfg), "data": dataset.name,
                        "n": [len(dataset.train), len(dataset.valid), dataset.num_items]}, sort_keys=True)
@@ -139,11 +157,9 @@ def _save_checkpoint(ckpt_dir: Path, model, opt, best_state, gen, meta: dict) ->
 
 
 def _load_checkpoint(ckpt_dir: Path, model, opt, gen) -> tuple[dict, dict | None]:
-    from safetensors.torch import load_file
-
     path = ckpt_dir / "last"
     meta = read_json(path / "state.json")
-    tensors = load_file(str(path / "state.safetensors"))
+    tensors = load_safetensors(path / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     state: dict[int, dict] = {}
@@ -182,6 +198,9 @@ def train_teacher(
 
     t0 = time.time()
     dev = resolve_device(device) if isinstance(device, str) else device
+    distributed.init(dev)  # no-op unless launched by torchrun
+    dev, world, main = distributed.local_device(dev), distributed.world_size(), distributed.is_main()
+    distributed.check_batch_size(cfg.batch_size)
     gen = seed_everything(cfg.seed)
     model.to(dev)
     seqs, _ = training_sequences(dataset, include_valid=cfg.include_valid)
@@ -211,23 +230,55 @@ def train_teacher(
         if meta.get("stopped"):
             start_epoch = cfg.epochs + 1
 
-    log = Path(log_path) if log_path is not None else None
+    log = Path(log_path) if log_path is not None and main else None  # rank 0 alone writes
+    progress = progress and main
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 writes a new one
+    net = distributed.wrap_ddp(_PairLoss(model, cfg), dev) if world > 1 else None
     for epoch in range(start_epoch, cfg.epochs + 1):
         te = time.time()
         model.train()
-        batches = length_batches(n_targets, cfg.batch_size, gen)
+        batches = length_batches(n_targets, cfg.batch_size, gen)  # `gen` draws the same batches on every rank
         total, count = 0.0, 0
         bar = tqdm(batches, desc=f"{model.name} epoch {epoch}", disable=not progress, leave=False,
                    mininterval=1.0)
+        if net is not None:  # masks/negatives: a per-rank stream (the batch order stays on `gen`)
+            distributed.seed_rank(cfg.seed, epoch)
+            pair_gen = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
         for idx in bar:
             w = torch.from_numpy(windows[idx])
-            w = w[:, -int((w >= 0).sum(1).max()):]  # drop all-padding columns
+            w = w[:, -int((w >= 0).sum(1).max()):]  # drop all-padding columns (of the global batch)
+            if net is not None:
+                part = torch.tensor_split(w, world)[distributed.rank()]  # this rank's windows
+                if on_batch is not None and len(part):
+                    on_batch(part)
+                loss_sum, m = net(part.to(dev), pair_gen)
+                m_all, s_all = distributed.all_reduce_sum(
+                    torch.tensor([float(m), float(loss_sum.detach())], dtype=torch.float64, device=dev)).tolist()
+                if not math.isfinite(s_all):  # the same on every rank, so all stop together
+                    raise SemrecError(f"{model.name}: training diverged: loss is {s_all} in epoch {epoch} "
+                                      f"(lower train.lr or enable train.grad_clip)")
+                # DDP averages gradients over ranks: local_sum * world / global_count gives the mean
+                # over the global batch's targets, as one process computes it
+                loss = loss_sum * (world / m_all) if m_all else loss_sum
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if m_all:
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    total += s_all
+                    count += int(m_all)
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+                continue
             if on_batch is not None:
                 on_batch(w)
             hidden, targets = model.training_pairs(w.to(dev), gen)
             if targets.numel() == 0:
                 continue
             loss = loss_fn(model, hidden, targets, cfg, gen)
+            if not torch.isfinite(loss):  # NaN/inf weights would make a teacher that poisons every later stage
+                raise SemrecError(f"{model.name}: training diverged: loss is {loss.item()} in epoch {epoch} "
+                                  f"(lower train.lr or enable train.grad_clip)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -244,6 +295,7 @@ def train_teacher(
             tv = time.time()
             valid = evaluate_teacher(model, dataset.valid, ks=cfg.ks, exclude_history=cfg.exclude_history,
                                      batch_size=cfg.eval_batch_size)
+            valid = distributed.broadcast_object(valid)  # early stopping decided identically on all ranks
             entry["valid"] = valid
             entry["eval_time_s"] = round(time.time() - tv, 3)
             if valid[cfg.metric] > best_metric:
@@ -261,7 +313,7 @@ def train_teacher(
             extra = f" valid {cfg.metric} {v[cfg.metric]:.4f} (best {best_metric:.4f} @ {best_epoch})" if v else ""
             tqdm.write(f"{model.name} epoch {epoch}: loss {entry['train_loss']:.4f}{extra} "
                        f"[{entry['epoch_time_s']:.0f}s]")
-        if ckpt is not None:
+        if ckpt is not None and main:
             _save_checkpoint(ckpt, model, opt, best_state, gen, {
                 "fingerprint": fp, "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
                 "bad": bad, "history": history, "best_valid": best_valid, "stopped": stop})

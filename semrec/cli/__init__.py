@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 
@@ -53,18 +54,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("semrec: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("semrec: error: out of memory (reduce the batch size)", file=sys.stderr)
-        return 2
     except Exception as e:  # unexpected: still one line unless --debug
         if args.debug:
             raise
-        if "out of memory" in str(e).lower():
-            print("semrec: error: out of memory (reduce the batch size)", file=sys.stderr)
+        if is_out_of_memory(e):
+            print(f"semrec: error: {out_of_memory_message(e)}", file=sys.stderr)
         else:
-            print(f"semrec: error: internal error {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                  file=sys.stderr)
+            print(f"semrec: error: internal error {type(e).__name__}: {_one_line(e)} "
+                  "(rerun with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (CUDA) or a failed CPU allocation in torch."""
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only loaded if a handler imported it
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory_message(e: BaseException) -> str:
+    """One line: how much was asked for (when the error says) and what to change."""
+    text = _one_line(e)
+    where = "GPU" if re.search(r"\b(cuda|mps|xpu)\b", text, re.IGNORECASE) else "CPU"
+    m = re.search(r"(?:tried|unable) to allocate ([0-9.]+ ?[KMGTPE]i?B|\d+ bytes)", text, re.IGNORECASE)
+    if m and m.group(1).endswith(" bytes"):
+        n, unit = float(m.group(1).split()[0]), 0
+        while n >= 1024 and unit < 5:
+            n, unit = n / 1024, unit + 1
+        detail = f"{where}: tried to allocate {n:.1f} {['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'][unit]}"
+    elif m:
+        detail = f"{where}: tried to allocate {m.group(1)}"
+    else:
+        detail = f"{where}: {text[:120] or type(e).__name__}"
+    return (f"out of memory ({detail}): reduce batch_size (e.g. --set train.batch_size=64, and the eval "
+            "batch sizes) or the model size, or use a device with more memory")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -126,9 +126,13 @@ def train_cf(args: argparse.Namespace) -> int:
     from semrec.data import resolve_dataset
 
     dataset = resolve_dataset(args.data)
+    from semrec import distributed
+
     result = train_and_save(args.model, cfg, dataset, out, device=args.device, restart=args.restart,
                             progress=not args.no_progress, overwrite=args.overwrite)
     m = result["test"]
+    if not distributed.is_main():  # under torchrun rank 0 alone reports
+        return 0
     print(f"{args.model} on {dataset.name}: {'epochs' if cfg.train.include_valid else 'best epoch'} "
           f"{result['best_epoch']}, "
           f"test ndcg@10 {m['ndcg@10']:.4f} recall@10 {m['recall@10']:.4f} "
@@ -141,6 +145,7 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     """Train, evaluate on valid and test, and write the teacher directory atomically; returns metrics.json."""
     import time
 
+    from semrec import distributed
     from semrec.cf import TEACHERS, evaluate_teacher, target_in_history_rate, train_teacher
     from semrec.cf.sequences import __doc__ as rows_doc
     from semrec.config import config_to_dict
@@ -148,10 +153,16 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     from semrec.utils import describe_machine, git_commit, resolve_device
 
     dev = resolve_device(device)
+    distributed.init(dev)  # under torchrun: train and evaluate on every rank, rank 0 alone writes
+    dev = distributed.local_device(dev)
     t0 = time.time()
     partial = out.parent / f".{out.name}.partial"
-    if restart and partial.exists():
+    if restart and partial.exists() and distributed.is_main():
         shutil.rmtree(partial)
+    distributed.barrier()
+    from semrec.utils import seed_everything
+
+    seed_everything(cfg.train.seed)  # the initial weights too: torch's default seed differs per process
     model = TEACHERS[model_name](dataset.num_items, cfg.model)
     tc = cfg.train
     res = train_teacher(model, dataset, tc, device=dev, checkpoint_dir=partial,
@@ -175,13 +186,15 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     }
     extra = {"dataset": dataset.name, "protocol": dataset.protocol, "train": config_to_dict(tc),
              "best_epoch": res.best_epoch, "train_rows": " ".join((rows_doc or "").split())}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_to(tmp, extra=extra)
-        write_json(tmp / "metrics.json", metrics)
-        with atomic_file(tmp / "train_log.jsonl") as f:
-            log = partial / "train_log.jsonl"
-            f.write(log.read_text() if log.is_file() else "")
-    shutil.rmtree(partial, ignore_errors=True)
+    if distributed.is_main():
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            model.save_to(tmp, extra=extra)
+            write_json(tmp / "metrics.json", metrics)
+            with atomic_file(tmp / "train_log.jsonl") as f:
+                log = partial / "train_log.jsonl"
+                f.write(log.read_text() if log.is_file() else "")
+        shutil.rmtree(partial, ignore_errors=True)
+    distributed.barrier()
     return metrics
 
 

@@ -19,11 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from semrec import distributed
     from semrec.pipeline import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     result = run_recipe(recipe, out, progress=not args.no_progress)
+    if not distributed.is_main():  # under torchrun rank 0 alone reports
+        return 0
     print()
     print((out / "results.md").read_text())
     print(f"results written to {out}/results.json and {out}/results.md")

@@ -26,6 +26,7 @@ missing strings as None.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -240,21 +241,14 @@ class SeqDataset:
         meta = read_json(path / "meta.json")
         if meta.get("format") != "semrec-dataset":
             raise SemrecError(f"{path}/meta.json: not a semrec dataset")
-        try:
-            items = pd.read_parquet(path / "items.parquet")
-            users = pd.read_parquet(path / "users.parquet")
-        except (OSError, ValueError) as e:
-            raise SemrecError(f"{path}: cannot read items/users table ({e})") from None
+        items, users = (_read_table(path / f"{t}.parquet") for t in ("items", "users"))
         if not np.array_equal(items["item_id"].to_numpy(), np.arange(len(items))):
             raise SemrecError(f"{path}/items.parquet: item_id must be 0..N-1 in order")
         items = items.drop(columns=["item_id"])
         users = users.drop(columns=["user_id"])
         interactions = None
         if (path / "interactions.parquet").is_file():
-            try:
-                interactions = pd.read_parquet(path / "interactions.parquet")
-            except (OSError, ValueError) as e:
-                raise SemrecError(f"{path}/interactions.parquet: cannot read ({e})") from None
+            interactions = _read_table(path / "interactions.parquet")
             if len(interactions) != meta.get("num_interactions"):
                 raise SemrecError(f"{path}: meta.json interaction count disagrees with interactions.parquet")
         splits = {}
@@ -265,14 +259,23 @@ class SeqDataset:
             try:
                 with np.load(f, allow_pickle=False) as z:
                     splits[s] = Examples(**{k.name: z[k.name] for k in dataclasses.fields(Examples)})
-            except (OSError, ValueError, KeyError) as e:
-                raise SemrecError(f"{f}: corrupt split file ({e})") from None
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                raise SemrecError(f"{f}: corrupt or truncated split file ({type(e).__name__}: {e})") from None
         ds = cls(name=meta["name"], items=items, splits=splits, users=users,
                  protocol=meta.get("protocol", "custom"), info=meta.get("info", {}), interactions=interactions)
         if ds.num_items != meta.get("num_items") or ds.num_users != meta.get("num_users"):
             raise SemrecError(f"{path}: meta.json counts disagree with the tables (truncated or edited?)")
         ds.validate()
         return ds
+
+
+def _read_table(f: Path) -> pd.DataFrame:
+    if not f.is_file():
+        raise SemrecError(f"{f}: no such file")
+    try:
+        return pd.read_parquet(f)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise SemrecError(f"{f}: corrupt or truncated parquet file ({e})") from None
 
 
 def _plain_value(v):

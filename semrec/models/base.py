@@ -189,6 +189,7 @@ class GenerativeRecommender(nn.Module):
         save_model(self.hf, str(out / "model.safetensors"))
 
     def _load_weights(self, path: Path) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import load_model
 
         f = path / "model.safetensors"
@@ -196,6 +197,8 @@ class GenerativeRecommender(nn.Module):
             raise SemrecError(f"{f}: missing model weights")
         try:
             load_model(self.hf, str(f), strict=True, device="cpu")
+        except SafetensorError as e:
+            raise SemrecError(f"{f}: truncated or corrupt safetensors file ({e})") from None
         except (RuntimeError, OSError) as e:
             raise SemrecError(f"{f}: weights do not fit the model config ({str(e).splitlines()[0]})") from None
 

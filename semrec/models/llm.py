@@ -431,7 +431,7 @@ class LLMRecommender(DecoderRecommender):
             self.cf_teacher.save_pretrained(out / CF_TEACHER_DIR)
 
     def _load_weights(self, path: Path) -> None:
-        from safetensors.torch import load_file
+        from semrec.io import load_safetensors
 
         path = Path(path)
         if self.config.finetune == "lora":
@@ -440,7 +440,7 @@ class LLMRecommender(DecoderRecommender):
             f = path / ADAPTER_DIR / "adapter_model.safetensors"
             if not f.is_file():
                 raise SemrecError(f"{f}: missing LoRA adapter weights")
-            state = load_file(str(f))
+            state = load_safetensors(f)
             res = set_peft_model_state_dict(self.hf, state)
             if getattr(res, "unexpected_keys", None):
                 raise SemrecError(f"{f}: adapter does not fit the model (unexpected {res.unexpected_keys[:3]})")
@@ -454,7 +454,7 @@ class LLMRecommender(DecoderRecommender):
             if not f.is_file():
                 raise SemrecError(f"{f}: missing CF projection weights")
             dev = next(self.cf_projection.parameters()).device
-            self.cf_projection.load_state_dict({k: v.to(dev) for k, v in load_file(str(f)).items()})
+            self.cf_projection.load_state_dict({k: v.to(dev) for k, v in load_safetensors(f).items()})
 
     @classmethod
     def _instantiate_for_loading(cls, cfg: Any, tokenization: Any, path: Path) -> "LLMRecommender":

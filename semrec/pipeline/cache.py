@@ -4,12 +4,17 @@ A finished stage directory holds `stage.json` (name, key, config, inputs, and a 
 sizes and SHA-256 digests). It is written to a temporary sibling and renamed into place only when the
 stage succeeded, so a run killed at any moment leaves either nothing or a complete stage, and a re-run
 with unchanged inputs reuses it. A stage whose files no longer match their manifest is refused.
+A kill leaves only a hidden temporary sibling (`.<stage>-<key>.tmp-*`, with an `.owner` file naming the
+process); the next run that computes the stage deletes those whose process is gone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +23,7 @@ from semrec.errors import SemrecError
 from semrec.io import atomic_dir, read_json, write_json
 
 STAGE_FILE = "stage.json"
+OWNER_FILE = ".owner"  # inside a stage's temporary directory while it is computed: "host pid"
 
 
 def content_key(obj: Any) -> str:
@@ -55,11 +61,35 @@ class StageCache:
         if not (d / STAGE_FILE).is_file():
             return False
         if verify:
-            meta = read_json(d / STAGE_FILE)
-            if _manifest(d) != meta.get("manifest"):
-                raise SemrecError(f"{d}: stage files do not match their manifest (edited or truncated); "
-                                  f"delete the directory to recompute it")
+            self.verify(d)
         return True
+
+    @staticmethod
+    def verify(stage_dir: str | Path) -> dict:
+        """Check a finished stage directory's files against its manifest; return its stage.json."""
+        d = Path(stage_dir)
+        meta = read_json(d / STAGE_FILE)
+        manifest = meta.get("manifest")
+        found = _manifest(d)
+        if found != manifest:
+            manifest = manifest if isinstance(manifest, dict) else {}
+            changed = sorted(k for k in set(found) | set(manifest) if found.get(k) != manifest.get(k))
+            what = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise SemrecError(f"{d}: stage files do not match their manifest (edited, truncated, added or "
+                              f"removed: {what or STAGE_FILE}); delete the directory to recompute it")
+        return meta
+
+    def _remove_stale_temporaries(self, out: Path) -> None:
+        """Delete temporaries of `out` left by killed runs (owner process gone, or no owner recorded)."""
+        host = socket.gethostname()
+        for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+            try:
+                owner_host, pid = (tmp / OWNER_FILE).read_text().split()
+                alive = owner_host != host or (int(pid) != os.getpid() and _pid_alive(int(pid)))
+            except (OSError, ValueError):
+                alive = False
+            if not alive:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def run(self, stage: str, config: dict, inputs: dict[str, str], fn: Callable[[Path], Any],
             *, log: Callable[[str], None] = print) -> Path:
@@ -72,9 +102,13 @@ class StageCache:
             log(f"[{stage}] reusing {out}")
             return out
         log(f"[{stage}] computing -> {out}")
+        if out.parent.is_dir():
+            self._remove_stale_temporaries(out)
         start = time.time()
         with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}")
             fn(tmp)
+            (tmp / OWNER_FILE).unlink()
             write_json(tmp / STAGE_FILE, {
                 "stage": stage, "key": key, "config": config, "inputs": inputs,
                 "seconds": round(time.time() - start, 2), "manifest": _manifest(tmp),
@@ -84,3 +118,13 @@ class StageCache:
     @staticmethod
     def key_of(stage_dir: Path) -> str:
         return read_json(Path(stage_dir) / STAGE_FILE)["key"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

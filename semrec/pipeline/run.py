@@ -13,14 +13,16 @@ import dataclasses
 import hashlib
 import math
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from semrec import distributed
 from semrec.errors import SemrecError
-from semrec.io import read_json, write_json
+from semrec.io import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
 
@@ -46,13 +48,16 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print,
                  progress: bool = True):
         from semrec.data import resolve_dataset
+        from semrec.utils import resolve_device
 
+        distributed.init(resolve_device(recipe.device))  # under torchrun: training/evaluation on every rank
+        main = distributed.is_main()
         self.recipe = recipe
         self.out = Path(out_dir)
         self.cache = StageCache(self.out / "stages")
-        self.log = log
-        self.progress = progress
-        self.dataset = resolve_dataset(recipe.data)
+        self.log = log if main else (lambda msg: None)
+        self.progress = progress and main
+        self.dataset = distributed.main_first(lambda: resolve_dataset(recipe.data))
         self.data_key = dataset_fingerprint(self.dataset)
         self.protocol = self.dataset.protocol if self.dataset.protocol in TABLE_METRICS else "T"
 
@@ -73,6 +78,9 @@ class Pipeline:
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
+            from semrec.utils import seed_everything
+
+            seed_everything(tcfg.seed)  # the initial weights too: torch's default seed differs per process
             model = klass(self.dataset.num_items, mcfg)
             res = train_teacher(model, self.dataset, tcfg, device=self.recipe.device, checkpoint_dir=work,
                                 log_path=tmp / "train_log.jsonl", progress=self.progress)
@@ -83,7 +91,7 @@ class Pipeline:
                                               "train": dataclasses.asdict(res) if dataclasses.is_dataclass(res)
                                               else str(res)})
 
-        d = self.cache.run("teacher", config, {"data": self.data_key}, build, log=self.log)
+        d = self._stage("teacher", config, {"data": self.data_key}, build)
         shutil.rmtree(work, ignore_errors=True)
         return d
 
@@ -114,7 +122,9 @@ class Pipeline:
                                      device=self.recipe.device, progress=self.progress)
             tok.save_pretrained(tmp / "tokenization")
 
-        return self.cache.run("ids", dataclasses.asdict(scheme), inputs, build, log=self.log)
+        # not distributed: rank 0 computes it, the others then read the cached stage
+        return distributed.main_first(lambda: self.cache.run("ids", dataclasses.asdict(scheme), inputs, build,
+                                                             log=self.log))
 
     def model(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path, seed: int, sweep: dict) -> Path:
         from semrec.itemcodes import ItemTokenization
@@ -147,7 +157,7 @@ class Pipeline:
                 "best_valid": res.best_metric, "monitor": res.monitor, "stopped_early": res.stopped_early,
                 "wall_time_s": res.wall_time_s, "history": res.history})
 
-        d = self.cache.run("model", config, inputs, build, log=self.log)
+        d = self._stage("model", config, inputs, build)
         shutil.rmtree(work, ignore_errors=True)
         return d
 
@@ -171,8 +181,40 @@ class Pipeline:
                                progress=self.progress)
             write_json(tmp / "metrics.json", metrics)
 
-        d = self.cache.run(f"eval-{split}", config, inputs, build, log=self.log)
+        d = self._stage(f"eval-{split}", config, inputs, build)
         return read_json(d / "metrics.json")
+
+    def _stage(self, stage: str, config: dict, inputs: dict[str, str], build: Callable[[Path], None]) -> Path:
+        """`self.cache.run` for a distributed stage (training, evaluation). Under torchrun every rank runs
+        `build` (its collectives need them all) when rank 0 finds the stage missing, but only rank 0's
+        output is kept: the others build into a scratch directory, then get rank 0's stage path."""
+        if not distributed.is_distributed():
+            return self.cache.run(stage, config, inputs, build, log=self.log)
+        if distributed.is_main():
+            started = []
+
+            def announced(tmp: Path) -> None:
+                started.append(True)
+                distributed.broadcast_object("compute")
+                build(tmp)
+
+            try:
+                d = self.cache.run(stage, config, inputs, announced, log=self.log)
+            except BaseException:
+                if not started:
+                    distributed.broadcast_object("failed")
+                raise
+            if not started:
+                distributed.broadcast_object("reuse")
+            distributed.broadcast_object(d.name)
+            return d
+        decision = distributed.broadcast_object(None)
+        if decision == "failed":
+            raise SemrecError(f"[{stage}] rank 0 failed (its error is printed above); stopping this rank too")
+        if decision == "compute":
+            with tempfile.TemporaryDirectory(prefix=f"semrec-{stage}-rank{distributed.rank()}-") as scratch:
+                build(Path(scratch))
+        return self.cache.root / distributed.broadcast_object(None)
 
     # -- the whole recipe -----------------------------------------------------------------------
     def run(self) -> dict:
@@ -222,9 +264,12 @@ class Pipeline:
             "wall_time_s": round(time.time() - t_start, 1), "rows": rows,
             "summary": summarize(rows, TABLE_METRICS[self.protocol]),
         }
-        write_json(self.out / "results.json", result)
-        md = results_markdown(result)
-        (self.out / "results.md").write_text(md)
+        if distributed.is_main():  # rank 0 alone writes the results
+            write_json(self.out / "results.json", result)
+            md = results_markdown(result)
+            with atomic_file(self.out / "results.md") as f:
+                f.write(md)
+        distributed.barrier()
         return result
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from semrec.config import load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.io import atomic_dir, load_safetensors, read_json, write_json
 
 QUANTIZERS: dict[str, type["Quantizer"]] = {}
 FORMAT = "semrec-quantizer"
@@ -157,8 +157,6 @@ class Quantizer(abc.ABC):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Quantizer":
         """Load a saved quantizer; on the base class the subclass is dispatched by the saved name."""
-        from safetensors.numpy import load_file
-
         path = Path(path)
         meta = read_json(path / "config.json")
         if meta.get("format") != FORMAT:
@@ -173,7 +171,7 @@ class Quantizer(abc.ABC):
         wfile = path / "weights.safetensors"
         if not wfile.is_file():
             raise SemrecError(f"{wfile}: missing weights")
-        q._load_state(load_file(str(wfile)))
+        q._load_state(load_safetensors(wfile, numpy=True))
         q.in_dim = int(meta["in_dim"])
         q.fit_info = meta.get("fit_info", {})
         return q

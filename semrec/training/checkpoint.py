@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.io import atomic_dir, load_safetensors, read_json, write_json
 
 
 def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -58,12 +58,15 @@ def save_state(directory: Path, name: str, state: Any) -> None:
 
 
 def load_state(directory: Path, name: str, device: str | torch.device = "cpu") -> Any:
-    from safetensors.torch import load_file
-
     f = directory / f"{name}.safetensors"
     if not f.is_file():
         raise SemrecError(f"{f}: missing checkpoint file")
-    return _join_tensors(read_json(directory / f"{name}.json"), load_file(str(f), device=str(device)))
+    skeleton = read_json(directory / f"{name}.json")
+    tensors = load_safetensors(f, device=str(device))
+    try:
+        return _join_tensors(skeleton, tensors)
+    except KeyError as e:
+        raise SemrecError(f"{f}: lacks tensor {e} named in {name}.json (files from different checkpoints?)") from None
 
 
 def rng_state() -> dict:

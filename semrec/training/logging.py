@@ -32,7 +32,10 @@ class MetricsLog:
         if keep_before_epoch is not None and path.is_file():
             # resuming: keep what the checkpointed epochs logged, drop the interrupted epoch's records
             for line in path.read_text().splitlines():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # the last line, cut short by a kill
+                    continue
                 if rec.get("epoch", 0) < keep_before_epoch:
                     self.records.append(rec)
                     if rec.get("kind") == "epoch":

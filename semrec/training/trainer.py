@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from semrec import distributed
+from semrec.cf.base import check_logits, teacher_name
 from semrec.config import config_to_dict
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
@@ -76,9 +78,10 @@ class TeacherLogits:
     def __call__(self, batch) -> torch.Tensor:
         dev = batch.input_ids.device
         if self.teacher is not None:
-            return self.teacher.item_logits(batch.histories).float()
+            return check_logits(self.teacher.item_logits(batch.histories).float(), teacher_name(self.teacher))
         rows = batch.rows.cpu().numpy()
-        return torch.as_tensor(np.asarray(self.table[rows]), dtype=torch.float32).to(dev)
+        return check_logits(torch.as_tensor(np.asarray(self.table[rows]), dtype=torch.float32).to(dev),
+                            "precomputed teacher logits")
 
 
 @torch.no_grad()
@@ -91,7 +94,8 @@ def precompute_teacher_logits(teacher, examples: Examples | ExampleTable, *, his
     teacher.eval().to(device)
     out = np.empty((len(table), teacher.num_items), dtype=np.float32)
     for rows in table.batches(batch_size):
-        out[rows.numpy()] = teacher.item_logits(table.histories[rows].to(device)).float().cpu().numpy()
+        logits = check_logits(teacher.item_logits(table.histories[rows].to(device)).float(), teacher_name(teacher))
+        out[rows.numpy()] = logits.cpu().numpy()
     return out
 
 
@@ -185,6 +189,11 @@ class Trainer:
 
         cfg = self.cfg
         t0 = time.perf_counter()
+        distributed.init(self.device)  # no-op unless launched by torchrun
+        self.device = distributed.local_device(self.device)
+        world = distributed.world_size()
+        main = distributed.is_main()
+        distributed.check_batch_size(cfg.batch_size)
         model = self.model.to(self.device)
         if self.teacher_logits is not None:
             self.teacher_logits.to(self.device)
@@ -208,10 +217,12 @@ class Trainer:
             state = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched)
         else:
             seed_everything(cfg.seed)  # dropout draws from the global generators: a fresh run starts from the seed
-            if self.out_dir is not None:
+            if self.out_dir is not None and main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 write_json(self.out_dir / "train_config.json", config_to_dict(cfg))
-        log = MetricsLog(self.out_dir, keep_before_epoch=state["epoch"] + 1)
+        distributed.barrier()  # every rank has read the checkpoint before rank 0 writes a new one
+        log = MetricsLog(self.out_dir if main else None, keep_before_epoch=state["epoch"] + 1)
+        net = distributed.wrap_ddp(model, self.device)  # DDP averages gradients over ranks (world > 1)
         best_mem = None
         use_amp = self.device.type == "cuda" and cfg.bf16
 
@@ -219,25 +230,32 @@ class Trainer:
             if state["stopped_early"]:
                 break
             model.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            distributed.seed_rank(cfg.seed, epoch)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # the same global batches on every rank
             batches = list(self.train.batches(cfg.batch_size, shuffle=True, generator=gen))
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
+                       leave=False)
             run_loss, run_n, ep_loss, ep_n = 0.0, 0, 0.0, 0
             opt.zero_grad(set_to_none=True)
             for i, rows in enumerate(bar):
                 group_start = (i // cfg.grad_accum) * cfg.grad_accum
                 group = min(cfg.grad_accum, len(batches) - group_start)
+                rows, empty = distributed.local_rows(rows)  # this rank's slice of the global batch
                 batch = model.collate(self.train, rows, train_eos=cfg.train_eos).to(self.device)
                 item_logits = self.teacher_logits(batch) if self.teacher_logits is not None else None
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(batch)
-                loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=index,
-                                  tokenizer=tokenizer, item_logits=item_logits)
-                if not torch.isfinite(loss):
-                    raise SemrecError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, "
-                                      f"step {state['step']} (lower the learning rate)")
-                (loss / group).backward()
-                lv = float(loss.detach())
+                # gradients are all-reduced only on a group's last micro-batch
+                with distributed.no_sync(net, i + 1 < group_start + group):
+                    with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        logits = net(batch)
+                    loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=index,
+                                      tokenizer=tokenizer, item_logits=item_logits)
+                    lv = float(loss.detach())
+                    if world > 1:
+                        loss, lv = _global_mean(loss, batch.labels, empty, world)
+                    if not math.isfinite(lv):
+                        raise SemrecError(f"training diverged: loss is {lv} at epoch {epoch + 1}, "
+                                          f"step {state['step']} (lower the learning rate)")
+                    (loss / group).backward()
                 run_loss, run_n, ep_loss, ep_n = run_loss + lv, run_n + 1, ep_loss + lv, ep_n + 1
                 if i + 1 == group_start + group:
                     if cfg.max_grad_norm > 0:
@@ -257,14 +275,15 @@ class Trainer:
             state["epoch"] = epoch
             validate = self.valid is not None and ((epoch + 1) % cfg.valid_every == 0 or epoch + 1 == cfg.epochs)
             if validate:
-                metrics = self._validate(epoch)
+                metrics = distributed.broadcast_object(self._validate(epoch))  # one decision for all ranks
                 record.update({f"valid_{k}": v for k, v in metrics.items()})
                 value = metrics[cfg.monitor]
                 if state["best_metric"] is None or value > state["best_metric"]:
                     state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
                     model.training_info = self._training_info(state)
                     if self.out_dir is not None:
-                        model.save_pretrained(self.out_dir / "best", overwrite=True)
+                        if main:
+                            model.save_pretrained(self.out_dir / "best", overwrite=True)
                     else:
                         best_mem = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
@@ -273,10 +292,11 @@ class Trainer:
                         state["stopped_early"] = True
             record["wall_time_s"] = time.perf_counter() - t0
             log.log(record)
-            if ckpt is not None:
+            if ckpt is not None and main:
                 model.training_info = self._training_info(state)
                 save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, trainer_state=state)
         log.close()
+        distributed.barrier()  # rank 0's best model is on disk before every rank loads it
 
         best_dir = None
         if state["best_epoch"] is not None:
@@ -292,6 +312,20 @@ class Trainer:
                            best_metric=state["best_metric"], monitor=cfg.monitor,
                            stopped_early=state["stopped_early"], wall_time_s=time.perf_counter() - t0,
                            best_dir=best_dir, history=list(log.epochs))
+
+
+def _global_mean(loss: torch.Tensor, labels: torch.Tensor, empty: bool, world: int) -> tuple[torch.Tensor, float]:
+    """Rescale this rank's mean token loss so that DDP's gradient average equals the gradient of the
+    mean over the GLOBAL batch's trained tokens (ranks may hold different token counts: variable-length
+    titles, ignored EOS): local_sum / global_count * world. Returns it and the global mean (a float,
+    the same on every rank). `empty`: this rank's slice is a stand-in row with weight 0."""
+    n_local = 0 if empty else int((labels != -100).sum())
+    local_sum = loss.detach().double() * n_local if n_local else torch.zeros((), dtype=torch.float64,
+                                                                             device=loss.device)
+    n, total = distributed.all_reduce_sum(torch.stack([local_sum.new_tensor(float(n_local)), local_sum])).tolist()
+    if n == 0:
+        return loss * 0.0, 0.0
+    return loss * (n_local * world / n), total / n
 
 
 def train(model, config: TrainConfig, train_examples: Examples | ExampleTable, **kwargs) -> TrainResult:
