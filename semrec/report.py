@@ -276,7 +276,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
         res = r.result
         md.append(f"- `{r.path.name}`: recipe {res.get('recipe')}, dataset {res.get('dataset')} (protocol "
                   f"{res.get('protocol')}), seeds {res.get('seeds')}, commit `{res.get('commit')}`, "
-                  f"{res.get('machine')}, wall time {res.get('wall_time_s')} s")
+                  f"{res.get('machine')}, wall time {res.get('wall_time_s')} s"
+                  + (f", all stages' compute time {res['compute_time_s']} s" if "compute_time_s" in res else ""))
     md.append("")
 
     md += ["## Results (test split, mean ± std over seeds)", ""]

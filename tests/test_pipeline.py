@@ -80,6 +80,10 @@ def test_run_end_to_end_then_reuse(tiny):
     res2 = run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs2.append, progress=False)
     assert not [m for m in logs2 if "computing" in m]  # everything reused
     assert [r["hr@10"] for r in res2["rows"]] == [r["hr@10"] for r in res["rows"]]
+    # the compute time counts reused stages too: a fully cached re-run reports what the results cost
+    stage_seconds = sum(json.loads(p.read_text())["seconds"] for p in (tiny / "run" / "stages").glob("*/stage.json"))
+    assert res2["compute_time_s"] == res["compute_time_s"] == pytest.approx(stage_seconds, abs=0.1)
+    assert res2["compute_time_s"] > res2["wall_time_s"]
 
     # a changed training option recomputes only that model row and its evaluation
     logs3 = []

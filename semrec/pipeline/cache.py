@@ -52,6 +52,7 @@ class StageCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.used: dict[Path, float] = {}  # stage dirs returned by `run` -> the seconds it took to compute them
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
@@ -100,6 +101,7 @@ class StageCache:
         out = self.path(stage, key)
         if self.is_done(stage, key):
             log(f"[{stage}] reusing {out}")
+            self.used[out] = float(read_json(out / STAGE_FILE).get("seconds", 0.0))
             return out
         log(f"[{stage}] computing -> {out}")
         if out.parent.is_dir():
@@ -113,6 +115,7 @@ class StageCache:
                 "stage": stage, "key": key, "config": config, "inputs": inputs,
                 "seconds": round(time.time() - start, 2), "manifest": _manifest(tmp),
             })
+        self.used[out] = float(read_json(out / STAGE_FILE)["seconds"])
         return out
 
     @staticmethod
