@@ -44,6 +44,16 @@ def get_teacher_class(name: str) -> type["CFTeacher"]:
     return TEACHERS[name]
 
 
+def build_teacher(name: str, num_items: int, config: Any, *, seed: int) -> "CFTeacher":
+    """A fresh teacher whose initial weights depend only on `seed` (torch's default seed differs per
+    process, so an unseeded build would make two runs of the same config differ)."""
+    from semrec.utils import seed_everything
+
+    klass = get_teacher_class(name)
+    seed_everything(seed)
+    return klass(num_items, config)
+
+
 class CFTeacher(nn.Module):
     """Base class: a sequential recommender scoring all N items from a left-padded history.
 

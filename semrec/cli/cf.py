@@ -146,7 +146,7 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     import time
 
     from semrec import distributed
-    from semrec.cf import TEACHERS, evaluate_teacher, target_in_history_rate, train_teacher
+    from semrec.cf import build_teacher, evaluate_teacher, target_in_history_rate, train_teacher
     from semrec.cf.sequences import __doc__ as rows_doc
     from semrec.config import config_to_dict
     from semrec.io import atomic_dir, atomic_file, write_json
@@ -160,10 +160,7 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     if restart and partial.exists() and distributed.is_main():
         shutil.rmtree(partial)
     distributed.barrier()
-    from semrec.utils import seed_everything
-
-    seed_everything(cfg.train.seed)  # the initial weights too: torch's default seed differs per process
-    model = TEACHERS[model_name](dataset.num_items, cfg.model)
+    model = build_teacher(model_name, dataset.num_items, cfg.model, seed=cfg.train.seed)
     tc = cfg.train
     res = train_teacher(model, dataset, tc, device=dev, checkpoint_dir=partial,
                         log_path=partial / "train_log.jsonl", progress=progress)

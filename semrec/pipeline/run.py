@@ -63,7 +63,7 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
-        from semrec.cf import TEACHERS, train_teacher
+        from semrec.cf import TEACHERS, build_teacher, train_teacher
         from semrec.cf import TrainConfig as CFTrainConfig
         from semrec.cf.evaluate import evaluate_teacher
         from semrec.config import load_config
@@ -78,10 +78,7 @@ class Pipeline:
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
-            from semrec.utils import seed_everything
-
-            seed_everything(tcfg.seed)  # the initial weights too: torch's default seed differs per process
-            model = klass(self.dataset.num_items, mcfg)
+            model = build_teacher(model_name, self.dataset.num_items, mcfg, seed=tcfg.seed)
             res = train_teacher(model, self.dataset, tcfg, device=self.recipe.device, checkpoint_dir=work,
                                 log_path=tmp / "train_log.jsonl", progress=self.progress)
             test = evaluate_teacher(model, self.dataset.test)
