@@ -108,3 +108,22 @@ def test_recipe_errors_are_one_line(tiny, capsys):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
     with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
         load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+
+
+def test_collaborative_ids_are_one_artifact_from_the_quantizer_seed_teacher(tiny):
+    """A scheme that reads CF embeddings builds its IDs once, from the teacher trained with the quantizer's
+    seed, whatever the run seeds: every generative-model seed then sees the same IDs."""
+    scheme = yaml.safe_load((tiny / "scheme.yaml").read_text())
+    scheme["embedding"] = {"content": "cf"}
+    scheme["quantizer"]["seed"] = 0
+    (tiny / "cf_scheme.yaml").write_text(yaml.safe_dump(scheme))
+    recipe = load_recipe(tiny / "recipe.yaml", ["tokenizer=cf_scheme.yaml", "seeds=[1, 2]"])
+    recipe.models = recipe.models[:1]
+    out = tiny / "run_cf"
+    res = run_recipe(recipe, out, log=lambda m: None, progress=False)
+    assert [r["seed"] for r in res["rows"] if r["name"] == "T"] == [1, 2]
+    stages = {p.parent.name: json.loads(p.read_text()) for p in (out / "stages").glob("*/stage.json")}
+    ids = [s for s in stages.values() if s["stage"] == "ids"]
+    teachers = {s["config"]["train"]["seed"]: s["key"] for s in stages.values() if s["stage"] == "teacher"}
+    assert len(ids) == 1 and sorted(teachers) == [0, 1, 2]
+    assert ids[0]["inputs"]["teacher"] == teachers[0]

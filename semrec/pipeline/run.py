@@ -98,7 +98,10 @@ class Pipeline:
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
 
-    def tokenization(self, scheme_path: str, teacher_dir: Path | None) -> Path:
+    def tokenization(self, scheme_path: str) -> Path:
+        """The item IDs of a scheme: one artifact per recipe, whatever the run seeds. A collaborative scheme
+        (LETTER, CF embeddings) reads the item embeddings of the recipe's teacher trained with the
+        quantizer's own seed, so every generative-model seed sees the same IDs, as with RQ-KMeans/RQ-VAE."""
         from semrec.itemcodes import ItemTokenization  # noqa: F401  (artifact type written below)
         from semrec.quantizers.schemes import build_tokenization, load_scheme
 
@@ -106,9 +109,10 @@ class Pipeline:
         scheme = load_scheme(path)
         needs_cf = scheme.scheme == "letter" or "cf" in scheme.embedding.content.split("+")
         inputs = {"data": self.data_key}
+        teacher_dir = None
         if needs_cf:
-            if teacher_dir is None:
-                raise SemrecError(f"{path}: this scheme needs CF item embeddings from the teacher")
+            qseed = scheme.quantizer_config(str(path)).seed if scheme.scheme != "title" else 0
+            teacher_dir = self.teacher(self.recipe.teacher.model, qseed)
             inputs["teacher"] = StageCache.key_of(teacher_dir)
 
         def build(tmp: Path) -> None:
@@ -233,7 +237,7 @@ class Pipeline:
             for spec in r.models:
                 scheme = spec.tokenizer or r.tokenizer
                 if scheme not in tok_dirs:
-                    tok_dirs[scheme] = self.tokenization(scheme, teacher_dir)
+                    tok_dirs[scheme] = self.tokenization(scheme)
                 tok_dir = tok_dirs[scheme]
                 candidates = []
                 for sweep in _grid(spec.sweep):
