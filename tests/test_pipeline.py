@@ -62,6 +62,7 @@ def test_run_end_to_end_then_reuse(tiny):
     res = run_recipe(recipe, tiny / "run", log=logs.append, progress=False)
     names = [r["name"] for r in res["rows"]]
     assert names == ["SASRec", "T", "T+TCA"]
+    assert {r["device"] for r in res["rows"]} == {"cpu"}
     for row in res["rows"]:
         for k in ("hr@1", "hr@10", "ndcg@10"):
             assert 0.0 <= row[k] <= 1.0

@@ -224,7 +224,8 @@ class Pipeline:
         r = self.recipe
         t_start = time.time()
         rows: list[dict] = []
-        common = {"dataset": self.dataset.name, "protocol": self.protocol, "split": "test"}
+        device = resolve_device(r.device)
+        common = {"dataset": self.dataset.name, "protocol": self.protocol, "split": "test", "device": str(device)}
         for seed in r.seeds:
             teacher_dir = self.teacher(r.teacher.model, seed)
             for tname in dict.fromkeys([r.teacher.model, *r.teachers_in_table]):
@@ -261,7 +262,7 @@ class Pipeline:
         result = {
             "recipe": r.name, "dataset": self.dataset.name, "protocol": self.protocol, "seeds": r.seeds,
             "data": _data_spec(r.data),  # how to reload the dataset (semrec.serving)
-            "commit": git_commit(), "machine": describe_machine(resolve_device(r.device)),
+            "commit": git_commit(), "machine": describe_machine(device),
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
             "compute_time_s": round(sum(self.cache.used.values()), 1), "rows": rows,

@@ -1,0 +1,139 @@
+"""Does TCA beat plain NTP at the same budget? One table over committed recipe results.
+
+Reads recipe results (benchmarks/results/<name>.json, written by benchmarks/run_recipe.py), pairs every
+model trained with NTP with its TCA twin (same architecture, same IDs, same budget), and reports the test
+NDCG@10 / HR@10 / CC of both (mean ± std over seeds), the per-seed gains and whether the mean gain exceeds
+the larger of the two seed stds (the acceptance bar). The CF teachers of each dataset (SASRec from the
+recipes, BERT4Rec from benchmarks/results/cf_teachers.json, seed 0) are listed beside them.
+
+    python benchmarks/tca_gain.py office_tiger_tca_cpu office_decoder_tca_cpu toys_tiger_tca_cpu ... \
+        --out-name tca_gain_cpu
+
+Nothing is recomputed: the numbers are those of the results files named, which say how they were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ("ndcg@10", "hr@10", "cc")
+
+
+def _base_name(name: str) -> str:
+    """'TIGER+TCA (RQ-VAE)' -> 'TIGER (RQ-VAE)': the NTP twin of a TCA row."""
+    return name.replace("+TCA", "")
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def pairs(result: dict) -> list[dict]:
+    """NTP/TCA pairs of one recipe result: per pair the per-seed metrics of both and the gain summary."""
+    by_name: dict[str, dict[int, dict]] = defaultdict(dict)
+    loss_of: dict[str, str] = {}
+    for r in result["rows"]:
+        by_name[r["name"]][r["seed"]] = r
+        loss_of[r["name"]] = r["loss"]
+    out = []
+    for name, rows in by_name.items():
+        if not loss_of[name].startswith("tca"):
+            continue
+        base = _base_name(name)
+        if base not in by_name or loss_of[base].startswith("tca"):
+            continue
+        seeds = sorted(set(rows) & set(by_name[base]))
+        entry = {"dataset": result["dataset"], "recipe": result["recipe"], "base": base, "tca": name,
+                 "tokenizer": rows[seeds[0]]["tokenizer"], "seeds": seeds,
+                 "alpha": [rows[s]["alpha"] for s in seeds]}
+        for m in METRICS:
+            b = [float(by_name[base][s][m]) for s in seeds]
+            t = [float(rows[s][m]) for s in seeds]
+            (bm, bs), (tm, ts) = _mean_std(b), _mean_std(t)
+            entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
+                        "seed_gains": [y - x for x, y in zip(b, t)]}
+        g = entry["ndcg@10"]
+        entry["gain_exceeds_std"] = g["gain"] > max(g["base_std"], g["tca_std"])
+        out.append(entry)
+    return out
+
+
+def teachers(results: list[dict]) -> list[dict]:
+    """Test NDCG@10/HR@10 of the teachers per dataset: SASRec from the recipes (mean ± std over their seeds),
+    BERT4Rec from cf_teachers.json (seed 0) when present."""
+    rows = []
+    for ds in dict.fromkeys(r["dataset"] for r in results):
+        vals: dict[int, dict] = {}
+        for res in results:
+            if res["dataset"] == ds:
+                vals.update({r["seed"]: r for r in res["rows"] if r["model"] == "sasrec"})
+        if vals:
+            n, h = _mean_std([v["ndcg@10"] for v in vals.values()]), _mean_std([v["hr@10"] for v in vals.values()])
+            rows.append({"dataset": ds, "model": "SASRec", "seeds": sorted(vals), "ndcg@10": n, "hr@10": h,
+                         "source": "recipe runs"})
+    cf = RESULTS / "cf_teachers.json"
+    if cf.exists():
+        for r in json.loads(cf.read_text())["rows"]:
+            if r["model"] == "bert4rec" and r["split"] == "test" and r["dataset"] in {x["dataset"] for x in results}:
+                rows.append({"dataset": r["dataset"], "model": "BERT4Rec", "seeds": [r["seed"]],
+                             "ndcg@10": (r["ndcg@10"], 0.0), "hr@10": (r["hr@10"], 0.0),
+                             "source": "cf_teachers.json"})
+    return rows
+
+
+def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) -> str:
+    f = lambda m, s: f"{m:.4f} ± {s:.4f}"  # noqa: E731
+    lines = ["# TCA against plain NTP at the same budget (test split, mean ± std over seeds)", "",
+             "Results files: " + ", ".join(f"`{n}.json`" for n in names) + " (each records its commit, machine,"
+             " seeds and recipe). A pair meets the bar when the mean NDCG@10 gain exceeds the larger seed std.", "",
+             "| dataset | model | IDs | seeds | alpha (chosen on valid) | NDCG@10 NTP | NDCG@10 TCA | gain | per-seed gains"
+             " | gain > std | HR@10 NTP | HR@10 TCA | CC NTP | CC TCA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        n, h, c = e["ndcg@10"], e["hr@10"], e["cc"]
+        lines.append(
+            f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
+            f"{', '.join(f'{a:g}' for a in e['alpha'])} | {f(n['base_mean'], n['base_std'])} | "
+            f"{f(n['tca_mean'], n['tca_std'])} | {n['gain']:+.4f} | "
+            f"{', '.join(f'{g:+.4f}' for g in n['seed_gains'])} | {'yes' if e['gain_exceeds_std'] else '**no**'} | "
+            f"{f(h['base_mean'], h['base_std'])} | {f(h['tca_mean'], h['tca_std'])} | "
+            f"{f(c['base_mean'], c['base_std'])} | {f(c['tca_mean'], c['tca_std'])} |")
+    lines += ["", "CF teachers on the same test rows:", "", "| dataset | teacher | seeds | NDCG@10 | HR@10 | source |",
+              "|---|---|---|---|---|---|"]
+    for t in teacher_rows:
+        g = (lambda v: f"{v[0]:.4f}") if len(t["seeds"]) == 1 else (lambda v: f(*v))
+        lines.append(f"| {t['dataset']} | {t['model']} | {len(t['seeds'])} | {g(t['ndcg@10'])} | {g(t['hr@10'])} | "
+                     f"{t['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="+", help="results names under benchmarks/results (without .json)")
+    ap.add_argument("--out-name", default="tca_gain", help="results file stem (letters, digits, _ and -)")
+    args = ap.parse_args()
+    if not args.out_name.replace("_", "").replace("-", "").isalnum():
+        raise SystemExit(f"error: --out-name {args.out_name!r}: use letters, digits, _ and - only")
+    results = []
+    for n in args.names:
+        p = RESULTS / f"{n}.json"
+        if not p.exists():
+            raise SystemExit(f"error: {p.name} not found under benchmarks/results")
+        results.append(json.loads(p.read_text()))
+    entries = [e for res in results for e in pairs(res)]
+    teacher_rows = teachers(results)
+    (RESULTS / f"{args.out_name}.json").write_text(json.dumps(
+        {"benchmark": "tca_gain", "sources": args.names, "pairs": entries, "teachers": teacher_rows}, indent=1))
+    md = markdown(entries, teacher_rows, args.names)
+    cmd = "python benchmarks/tca_gain.py " + " ".join(args.names) + f" --out-name {args.out_name}"
+    (RESULTS / f"{args.out_name}.md").write_text(md + f"\nProduced by `{cmd}`.\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
