@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO
 from semrec.cli import main
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -128,3 +129,15 @@ def test_collaborative_ids_are_one_artifact_from_the_quantizer_seed_teacher(tiny
     teachers = {s["config"]["train"]["seed"]: s["key"] for s in stages.values() if s["stage"] == "teacher"}
     assert len(ids) == 1 and sorted(teachers) == [0, 1, 2]
     assert ids[0]["inputs"]["teacher"] == teachers[0]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")))
+def test_every_committed_recipe_loads(path):
+    """A typo in a committed recipe (option, model, dataset or scheme file) fails here, not hours into a run."""
+    from semrec.data.builtin import BUILTIN_DATASETS
+    from semrec.quantizers.schemes import load_scheme
+
+    recipe = load_recipe(REPO / path)
+    assert recipe.data in BUILTIN_DATASETS, recipe.data
+    for tok in {recipe.tokenizer, *[m.tokenizer for m in recipe.models if m.tokenizer]}:
+        load_scheme(recipe.resolve_path(tok))

@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -205,7 +207,7 @@ def test_killed_stage_temporaries_are_removed_only_when_their_process_is_gone(tm
     cache = StageCache(tmp_path)
     key = content_key({"stage": "emb", "config": {}, "inputs": {}})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    owners = {"dead": f"{os.uname().nodename} {int(dead.stdout)}", "live": f"{os.uname().nodename} {os.getppid()}",
+    owners = {"dead": f"{os.uname().nodename} {int(dead.stdout)}", "own": f"{os.uname().nodename} {os.getpid()}",
               "other-host": "elsewhere 1", "none": None}
     for name, owner in owners.items():
         d = tmp_path / f".emb-{key}.tmp-{name}"
@@ -214,8 +216,50 @@ def test_killed_stage_temporaries_are_removed_only_when_their_process_is_gone(tm
             (d / OWNER_FILE).write_text(owner)
     out = cache.run("emb", {}, {}, lambda d: (d / "x").write_text("1"), log=lambda s: None)
     left = sorted(p.name.rsplit("-", 1)[1] for p in tmp_path.glob(".emb-*"))
-    assert left == ["host", "live"]  # .tmp-other-host and .tmp-live
+    assert left == ["host"]  # .tmp-other-host: its process cannot be checked from here
     assert sorted(p.name for p in out.iterdir()) == ["stage.json", "x"]  # the owner file is not published
+
+
+def test_a_stage_computed_by_another_live_run_is_awaited_and_reused(tmp_path):
+    """Two runs sharing an output directory: the second waits for the first's stage instead of redoing it,
+    and computes the stage itself if the other run dies without finishing it."""
+    from semrec.pipeline.cache import STAGE_FILE, StageCache, content_key
+
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from semrec.pipeline.cache import StageCache\n"
+        "def fn(d):\n"
+        "    Path(sys.argv[2]).touch()\n"
+        "    time.sleep(1.5)\n"
+        "    (d / 'x').write_text('from the other run')\n"
+        "StageCache(sys.argv[1]).run('emb', {}, {}, fn, log=lambda s: None)\n"), str(tmp_path), str(tmp_path / "started")])
+    try:
+        for _ in range(600):
+            if (tmp_path / "started").exists() or other.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert (tmp_path / "started").exists(), "the other run did not start"
+
+        def must_not_run(d):
+            raise AssertionError("recomputed a stage another live run was computing")
+        logs: list[str] = []
+        out = StageCache(tmp_path, poll_s=0.05).run("emb", {}, {}, must_not_run, log=logs.append)
+        assert other.wait(timeout=60) == 0
+    finally:
+        other.kill()
+    assert (out / "x").read_text() == "from the other run"
+    assert any("waiting for another run" in m for m in logs) and "computed by another run" in logs[-1]
+
+    # a live owner that dies without finishing: its temporary is removed and the stage computed here
+    key = content_key({"stage": "ids", "config": {}, "inputs": {}})
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tmp = tmp_path / f".ids-{key}.tmp-dying"
+    tmp.mkdir()
+    (tmp / ".owner").write_text(f"{socket.gethostname()} {owner.pid}")
+    threading.Timer(0.3, lambda: (owner.kill(), owner.wait())).start()  # reaped: a zombie would count as alive
+    out = StageCache(tmp_path, poll_s=0.05).run("ids", {}, {}, lambda d: (d / "y").write_text("here"), log=logs.append)
+    assert (out / "y").read_text() == "here" and (out / STAGE_FILE).is_file() and not tmp.exists()
 
 
 def _truncate(f: Path, how: str) -> None:

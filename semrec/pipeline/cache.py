@@ -5,7 +5,9 @@ sizes and SHA-256 digests). It is written to a temporary sibling and renamed int
 stage succeeded, so a run killed at any moment leaves either nothing or a complete stage, and a re-run
 with unchanged inputs reuses it. A stage whose files no longer match their manifest is refused.
 A kill leaves only a hidden temporary sibling (`.<stage>-<key>.tmp-*`, with an `.owner` file naming the
-process); the next run that computes the stage deletes those whose process is gone.
+process); the next run that computes the stage deletes those whose process is gone. A run that finds
+the stage being computed by another live process on this host waits for it and reuses its result, so
+several runs of one recipe (e.g. with different seed orders) can share an output directory.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def _manifest(root: Path) -> dict[str, dict]:
 class StageCache:
     """Stage directories under `root`, named `<stage>-<key>`."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, poll_s: float = 5.0):
         self.root = Path(root)
+        self.poll_s = poll_s  # how often to look again while another process computes a stage
         self.used: dict[Path, float] = {}  # stage dirs returned by `run` -> the seconds it took to compute them
 
     def path(self, stage: str, key: str) -> Path:
@@ -80,17 +83,39 @@ class StageCache:
                               f"removed: {what or STAGE_FILE}); delete the directory to recompute it")
         return meta
 
-    def _remove_stale_temporaries(self, out: Path) -> None:
-        """Delete temporaries of `out` left by killed runs (owner process gone, or no owner recorded)."""
+    def _temporaries(self, out: Path) -> tuple[list[Path], list[Path]]:
+        """Temporaries of `out`: (owned by another live process on this host, left by a killed run).
+
+        A temporary of another host is in neither list: it cannot be checked from here."""
         host = socket.gethostname()
+        live, stale = [], []
         for tmp in out.parent.glob(f".{out.name}.tmp-*"):
             try:
                 owner_host, pid = (tmp / OWNER_FILE).read_text().split()
-                alive = owner_host != host or (int(pid) != os.getpid() and _pid_alive(int(pid)))
             except (OSError, ValueError):
-                alive = False
-            if not alive:
-                shutil.rmtree(tmp, ignore_errors=True)
+                stale.append(tmp)
+                continue
+            if owner_host != host:
+                continue
+            if int(pid) != os.getpid() and _pid_alive(int(pid)):
+                live.append(tmp)
+            else:
+                stale.append(tmp)
+        return live, stale
+
+    def _wait_for_other_runs(self, out: Path, log: Callable[[str], None]) -> None:
+        """Block while another live process on this host computes `out`; then delete stale temporaries."""
+        announced = False
+        while True:
+            live, stale = self._temporaries(out)
+            if not live:
+                break
+            if not announced:
+                log(f"[{out.name.rsplit('-', 1)[0]}] waiting for another run computing {out}")
+                announced = True
+            time.sleep(self.poll_s)
+        for tmp in stale:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def run(self, stage: str, config: dict, inputs: dict[str, str], fn: Callable[[Path], Any],
             *, log: Callable[[str], None] = print) -> Path:
@@ -103,9 +128,13 @@ class StageCache:
             log(f"[{stage}] reusing {out}")
             self.used[out] = float(read_json(out / STAGE_FILE).get("seconds", 0.0))
             return out
-        log(f"[{stage}] computing -> {out}")
         if out.parent.is_dir():
-            self._remove_stale_temporaries(out)
+            self._wait_for_other_runs(out, log)
+            if self.is_done(stage, key):
+                log(f"[{stage}] reusing {out} (computed by another run)")
+                self.used[out] = float(read_json(out / STAGE_FILE).get("seconds", 0.0))
+                return out
+        log(f"[{stage}] computing -> {out}")
         start = time.time()
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}")
