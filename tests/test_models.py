@@ -127,5 +127,10 @@ def test_training_examples_expand_prefixes_for_protocol_p():
     assert [h.tolist() for h in ex.histories()] == [[1], [1, 2], [2, 3], [4]]
     assert ex.targets.tolist() == [2, 3, 5, 6]
     ds.protocol = "T"
-    assert training_examples(ds) is train
+    assert training_examples(ds) is train and training_examples(ds, 2, "rows") is train
+    assert [h.tolist() for h in training_examples(ds, 2, "prefixes").histories()] == [[1], [1, 2], [2, 3], [4]]
+    ds.protocol = "P"
+    assert training_examples(ds, 2, "rows") is train
+    with pytest.raises(SemrecError, match="training examples 'prefix': expected one of auto, rows, prefixes"):
+        training_examples(ds, 2, "prefix")
     assert np.array_equal(ExampleTable.from_examples(ex, 2).histories.numpy(), [[-1, 1], [1, 2], [2, 3], [-1, 4]])

@@ -110,6 +110,8 @@ def test_recipe_errors_are_one_line(tiny, capsys):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
     with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
         load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+    with pytest.raises(SemrecError, match="model 'x': examples 'all': expected one of auto, rows, prefixes"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, examples: all}]"])
 
 
 def test_collaborative_ids_are_one_artifact_from_the_quantizer_seed_teacher(tiny):

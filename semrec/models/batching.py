@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from semrec.data.dataset import Examples, SeqDataset
+from semrec.errors import SemrecError
 
 
 @dataclass
@@ -48,10 +49,18 @@ class ExampleTable:
             yield order[lo:lo + batch_size]
 
 
-def training_examples(dataset: SeqDataset, max_history: int | None = None) -> Examples:
-    """The examples a generative model trains on: protocol P expands every prefix of each training
-    sequence (history capped at `max_history`, as TIGER does); other protocols use the train rows."""
-    if dataset.protocol == "P":
+TRAIN_EXAMPLES = ("auto", "rows", "prefixes")
+
+
+def training_examples(dataset: SeqDataset, max_history: int | None = None, how: str = "auto") -> Examples:
+    """The examples a generative model trains on.
+
+    "prefixes": every (seq[:k], seq[k]) of each training row's history + target, history capped at
+    `max_history` (TIGER's samples); "rows": the train rows as given; "auto": prefixes for protocol P
+    (leave-one-out sequences), rows otherwise (protocol T's fixed 10-item histories)."""
+    if how not in TRAIN_EXAMPLES:
+        raise SemrecError(f"training examples '{how}': expected one of {', '.join(TRAIN_EXAMPLES)}")
+    if how == "prefixes" or (how == "auto" and dataset.protocol == "P"):
         return dataset.train.expand_prefixes(min_history=1, max_history=max_history)
     return dataset.train
 

@@ -43,6 +43,7 @@ class ModelSpec:
     train: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     tokenizer: str | None = None  # overrides the recipe's tokenizer for this row
+    examples: str = "auto"  # training examples: auto | rows | prefixes (semrec.models.training_examples)
 
 
 @dataclass
@@ -85,6 +86,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply `--set key=value` overrides, and check its names and types."""
     from semrec.cf import TEACHERS
     from semrec.models import MODELS
+    from semrec.models.batching import TRAIN_EXAMPLES
     from semrec.training.config import TrainConfig
 
     recipe = load_config(Recipe, path)
@@ -102,6 +104,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for m in recipe.models:
         if m.model not in MODELS:
             raise SemrecError(f"{where}: model '{m.name}': unknown model '{m.model}'; known: {', '.join(MODELS)}")
+        if m.examples not in TRAIN_EXAMPLES:
+            raise SemrecError(f"{where}: model '{m.name}': examples '{m.examples}': expected one of "
+                              f"{', '.join(TRAIN_EXAMPLES)}")
         for key in m.sweep:
             if key not in train_fields:
                 raise SemrecError(f"{where}: model '{m.name}': cannot sweep '{key}': not a training option")

@@ -138,6 +138,8 @@ class Pipeline:
         needs_teacher = uses_teacher(tcfg)
         config = {"model": spec.model, "config": spec.config, "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
+        if spec.examples != "auto":  # only when set, so that earlier stages' keys stay valid
+            config["examples"] = spec.examples
         inputs = {"data": self.data_key, "ids": StageCache.key_of(tok_dir)}
         if needs_teacher:
             inputs["teacher"] = StageCache.key_of(teacher_dir)
@@ -149,7 +151,7 @@ class Pipeline:
             tok = ItemTokenization.from_pretrained(tok_dir / "tokenization", load_quantizer=False)
             model = build_model(spec.model, tok, spec.config, seed=seed)
             teacher = self.load_teacher(teacher_dir) if needs_teacher else None
-            train_ex = training_examples(self.dataset, model.max_history)
+            train_ex = training_examples(self.dataset, model.max_history, spec.examples)
             res = Trainer(model, tcfg, train_ex, valid=self.dataset.valid, teacher=teacher, out_dir=work,
                           protocol=self.protocol).fit(resume=True)
             model.save_pretrained(tmp / "model")
