@@ -10,6 +10,8 @@ from semrec.itemcodes import ItemTokenization
 
 TIGER_TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, max_history=6)
 LLAMA_TINY = dict(style="llama", num_layers=2, d_model=32, num_heads=2, d_ff=64, max_history=6)
+# grouped-query attention (2 key/value heads for 4 query heads)
+LLAMA_GQA = dict(style="llama", num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, max_history=6)
 GPT2_TINY = dict(style="gpt2", num_layers=1, d_model=32, num_heads=2, d_ff=64, max_history=6)
 
 

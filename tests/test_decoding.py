@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from generative_helpers import LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 from semrec.decoding import beam_search, next_token_log_probs, score_items
 from semrec.errors import SemrecError
@@ -41,7 +41,8 @@ def _hf_top_k(model, batch, k):
     return index.items_of(seqs).view(len(batch), k), out.sequences_scores.view(len(batch), k)
 
 
-@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_TINY, 10), ("decoder", LLAMA_TINY, 5)])
+@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_TINY, 10), ("decoder", LLAMA_TINY, 5), ("decoder", LLAMA_GQA, 6),
+                                        ("decoder", GPT2_TINY, 5)])
 def test_equals_transformers_generate_on_semantic_ids(name, cfg, k):
     model, batch = _setup(name, cfg, semantic_ids(50))
     ours = beam_search(model, batch, num_beams=k)
@@ -51,7 +52,7 @@ def test_equals_transformers_generate_on_semantic_ids(name, cfg, k):
     torch.testing.assert_close(ours.scores, scores, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_TINY, 4), ("decoder", LLAMA_TINY, 10)])
+@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_TINY, 4), ("decoder", LLAMA_TINY, 10), ("decoder", LLAMA_GQA, 7)])
 def test_equals_transformers_generate_on_variable_length_titles(name, cfg, k):
     model, batch = _setup(name, cfg, titles(60), seed=2)
     ours = beam_search(model, batch, num_beams=k)
@@ -123,3 +124,18 @@ def test_next_token_log_probs_and_argument_errors():
         beam_search(model, batch, num_beams=3, top_k=4)
     with pytest.raises(SemrecError, match="num_beams"):
         beam_search(model, batch, num_beams=0)
+
+
+@pytest.mark.parametrize("cfg,shared", [(LLAMA_TINY, True), (LLAMA_GQA, True), (GPT2_TINY, False)])
+def test_llama_beams_share_one_copy_of_the_prompt(cfg, shared):
+    """Llama-family models keep the prompt's keys/values once per user, not once per beam; others use HF's cache."""
+    model, batch = _setup("decoder", cfg, semantic_ids(50))
+    with torch.no_grad():
+        _, state = model.prefill(batch)
+        state = model.expand_state(state, 4)
+        logits, state = model.step(state, torch.full((B * 4,), model.codes[0, 0].item()), torch.arange(B * 4))
+    assert ("prompt" in state) == shared
+    assert logits.shape == (B * 4, model.vocab_size)
+    if shared:
+        assert all(k.shape[0] == B for k, _ in state["prompt"])
+        assert all(k.shape[0] == B * 4 and k.shape[2] == 1 for k, _ in state["gen"])

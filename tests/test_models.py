@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -12,7 +12,7 @@ from semrec.models.batching import compact, history_tokens
 
 torch.set_num_threads(1)
 
-CONFIGS = [("tiger", TIGER_TINY), ("decoder", LLAMA_TINY), ("decoder", GPT2_TINY)]
+CONFIGS = [("tiger", TIGER_TINY), ("decoder", LLAMA_TINY), ("decoder", LLAMA_GQA), ("decoder", GPT2_TINY)]
 
 
 def test_compact_and_history_tokens_match_a_python_reference():

@@ -19,6 +19,8 @@ from torch import nn
 
 from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
 from semrec.models.batching import Batch, compact, hash_users, history_tokens
+from semrec.models.shared_prompt import (expand_shared_prompt, shared_prompt_state, shared_prompt_step,
+                                         supports_shared_prompt)
 
 
 @dataclass
@@ -118,19 +120,30 @@ class DecoderRecommender(GenerativeRecommender):
                       use_cache=False, return_dict=True, **self._keep_kwarg(length))
         return out.logits[:, -length:]
 
+    def _source_inputs(self, batch: Batch) -> dict:
+        """The prompt as model inputs (input_ids; a subclass may pass inputs_embeds)."""
+        return {"input_ids": batch.input_ids}
+
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         mask = batch.attention_mask
-        out = self.hf(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+        out = self.hf(**self._source_inputs(batch), attention_mask=mask, position_ids=positions_from_mask(mask),
                       use_cache=True, return_dict=True, **self._keep_kwarg(1))
-        state = {"cache": out.past_key_values, "mask": mask, "next_pos": mask.long().sum(1)}
-        return out.logits[:, -1], state
+        logits = out.logits[:, -1]
+        if supports_shared_prompt(self.hf):
+            return logits, shared_prompt_state(out.past_key_values, mask, logits.dtype)
+        return logits, {"cache": out.past_key_values, "mask": mask, "next_pos": mask.long().sum(1)}
 
     def expand_state(self, state: dict, beams: int) -> dict:
+        if "prompt" in state:
+            return expand_shared_prompt(state, beams)
         return {"cache": repeat_cache(state["cache"], beams), "mask": state["mask"].repeat_interleave(beams, 0),
                 "next_pos": state["next_pos"].repeat_interleave(beams, 0)}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        # The prompt mask and positions are the same for all beams of a user: only the cache is reordered.
+        if "prompt" in state:  # Llama family: the beams of a user share one copy of the prompt's keys/values
+            return shared_prompt_step(self.hf, state, tokens, beam_idx)
+        # Other architectures: transformers' cache, one copy per beam. The prompt mask and positions are the
+        # same for all beams of a user: only the cache is reordered.
         cache = reorder_cache(state["cache"], beam_idx)
         mask = torch.cat([state["mask"], state["mask"].new_ones((len(tokens), 1))], 1)
         out = self.hf(input_ids=tokens[:, None], attention_mask=mask, position_ids=state["next_pos"][:, None],

@@ -397,12 +397,8 @@ class LLMRecommender(DecoderRecommender):
                       **self._keep_kwarg(length))
         return out.logits[:, -length:]
 
-    def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        mask = batch.attention_mask
-        out = self.hf(**self._inputs(batch.input_ids, batch.histories), attention_mask=mask,
-                      position_ids=positions_from_mask(mask), use_cache=True, return_dict=True,
-                      **self._keep_kwarg(1))
-        return out.logits[:, -1], {"cache": out.past_key_values, "mask": mask, "next_pos": mask.long().sum(1)}
+    def _source_inputs(self, batch: Batch) -> dict:
+        return self._inputs(batch.input_ids, batch.histories)
 
     # ----- artifacts ----------------------------------------------------------------------------
     def _config_json(self) -> dict:

@@ -98,8 +98,9 @@ class TigerRecommender(GenerativeRecommender):
         cross = []
         for blk in self.hf.decoder.block:
             att = blk.layer[1].EncDecAttention
-            cross.append(tuple(proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim).transpose(1, 2)
-                               for proj in (att.k, att.v)))
+            k, v = (proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim) for proj in (att.k, att.v))
+            # stored as the matmuls read them, (B, H, d, S) and (B, H, S, d), so no step copies them again
+            cross.append((k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()))
         bias = torch.zeros((b, 1, 1, s), dtype=enc.dtype, device=enc.device)
         bias = bias.masked_fill(batch.attention_mask[:, None, None, :] == 0, torch.finfo(enc.dtype).min)
         state = {"cross": cross, "bias": bias, "self": None, "t": 0, "group": 1}
@@ -125,8 +126,9 @@ class TigerRecommender(GenerativeRecommender):
         return att.relative_attention_bias(bucket).t()[None, :, None, :]
 
     @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        scores = torch.matmul(q, k.transpose(-1, -2)) + bias  # T5: no 1/sqrt(d) scaling
+    def _attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """q (.., H, Q, d), kt keys transposed (.., H, d, S), v (.., H, S, d), bias broadcastable to scores."""
+        scores = torch.matmul(q, kt) + bias  # T5: no 1/sqrt(d) scaling
         return torch.matmul(torch.softmax(scores.float(), -1).type_as(scores), v)
 
     def _decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
@@ -146,7 +148,7 @@ class TigerRecommender(GenerativeRecommender):
                 k = torch.cat([state["self"][i][0], k], 2)
                 v = torch.cat([state["self"][i][1], v], 2)
             new_self.append((k, v))
-            x = x + att.o(self._attend(q, k, v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
+            x = x + att.o(self._attend(q, k.transpose(-1, -2), v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
             att = ca.EncDecAttention
             q = att.q(ca.layer_norm(x)).view(b, g, h, d).transpose(1, 2)  # (B, H, beams, d)
             ck, cv = state["cross"][i]
