@@ -49,10 +49,11 @@ def tiger_shaped_codes(n: int, seed: int = 0) -> ItemTokenization:
     return ItemTokenization.from_raw_codes(raw, [256, 256, 256, int(digit.max()) + 1], scheme="random-tiger-shape")
 
 
-def prefix_table(codes: torch.Tensor) -> dict[tuple, list[int]]:
-    """Every prefix of every item's code -> sorted allowed next tokens (the baseline's trie)."""
+def prefix_table(codes: torch.Tensor, pad_id: int) -> dict[tuple, list[int]]:
+    """Every prefix of every item's token row -> sorted allowed next tokens (the baseline's trie)."""
     table: dict[tuple, set] = {}
     for row in codes.tolist():
+        row = [t for t in row if t != pad_id]
         for j in range(len(row)):
             table.setdefault(tuple(row[:j]), set()).add(row[j])
     return {k: sorted(v) for k, v in table.items()}
@@ -78,19 +79,26 @@ def run_prefill(model, batches):
 def run_generate(model, batches, k, allowed):
     start_of = (lambda b: 1) if model.is_encoder_decoder else (lambda b: b.input_ids.shape[1])
     index = model.prefix_index()
+    eos = model.eos_id
+    fallback = model.pad_id if eos is None else eos  # what generate() gets for a finished title
     items = []
     t0 = time.perf_counter()
     for b in batches:
         start = start_of(b)
 
         def fn(_, ids, start=start):
-            return allowed.get(tuple(ids[start:].tolist()), [model.pad_id])
+            return allowed.get(tuple(ids[start:].tolist()), [fallback])
 
         with torch.no_grad():
             out = model.hf.generate(input_ids=b.input_ids, attention_mask=b.attention_mask, num_beams=k,
                                     num_return_sequences=k, length_penalty=0.0, early_stopping=False,
                                     do_sample=False, max_new_tokens=index.max_len, prefix_allowed_tokens_fn=fn)
-        items.append(index.items_of(out[:, start:]).view(len(b), k))
+        seqs = out[:, start:]
+        if eos is not None:  # generate() fills a finished hypothesis with pad/EOS: cut after the first EOS
+            is_eos = (seqs == eos).long()
+            seqs = seqs.masked_fill((is_eos.cumsum(1) - is_eos) > 0, model.pad_id)
+        seqs = torch.nn.functional.pad(seqs, (0, index.max_len - seqs.shape[1]), value=model.pad_id)
+        items.append(index.items_of(seqs).view(len(b), k))
     return time.perf_counter() - t0, torch.cat(items)
 
 
@@ -100,6 +108,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="users per decoding call")
     ap.add_argument("--ours-users", type=int, default=512)
     ap.add_argument("--baseline-users", type=int, default=256)
+    ap.add_argument("--llm", action="store_true",
+                    help="also a title-token LLM (SmolLM2-135M-Instruct + LoRA, float32) on Toys titles")
+    ap.add_argument("--llm-users", type=int, default=16)
+    ap.add_argument("--llm-batch", type=int, default=16)
+    ap.add_argument("--models", nargs="+", default=["tiger", "decoder"], choices=["tiger", "decoder"])
     ap.add_argument("--quick", action="store_true", help="a few users only (smoke run; results not written)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,29 +121,38 @@ def main() -> None:
 
     ds = load_builtin("office-t")
     tok = tiger_shaped_codes(ds.num_items)
-    allowed = prefix_table(tok.codes)
-    models = {
-        "tiger": build_model("tiger", tok, {"max_history": 20}, seed=0),
-        "decoder": build_model("decoder", tok, {"max_history": 20}, seed=0),
-    }
+    # (name, model, test examples, users per call, users by ours, users by generate(), beam widths)
+    setups = [(name, build_model(name, tok, {"max_history": 20}, seed=0), ds.test, args.batch, args.ours_users,
+               args.baseline_users, (10, 20)) for name in args.models]
+    if args.llm:
+        from semrec.llm_assets import resolve_backbone
+        from semrec.models.llm import title_tokenization_for_llm
+
+        toys = load_builtin("toys-t")
+        title_tok = title_tokenization_for_llm(toys, resolve_backbone(None, log=print))
+        llm = build_model("llm", title_tok, {"dtype": "float32", "domain": "toys"}, seed=0)
+        n = 2 if args.quick else args.llm_users
+        setups.append(("llm", llm, toys.test, args.llm_batch, n, n, (10,)))
     rows = []
-    for name, model in models.items():
+    for name, model, test, bsz, n_ours_users, n_base_users, widths in setups:
         model.eval()
-        table = ExampleTable.from_examples(ds.test, model.max_history)
-        n_users = max(args.ours_users, args.baseline_users)
-        batches = [model.collate(table, torch.arange(lo, min(lo + args.batch, n_users)), with_targets=False)
-                   for lo in range(0, n_users, args.batch)]
-        n_base = -(-args.baseline_users // args.batch)
-        n_ours = -(-args.ours_users // args.batch)
-        for k in (10, 20):
-            run_ours(model, batches[:1], k)  # warm-up
-            run_generate(model, batches[:1], k, allowed)
+        allowed = prefix_table(model.codes, model.pad_id)
+        table = ExampleTable.from_examples(test, model.max_history)
+        n_users = max(n_ours_users, n_base_users)
+        batches = [model.collate(table, torch.arange(lo, min(lo + bsz, n_users)), with_targets=False)
+                   for lo in range(0, n_users, bsz)]
+        n_base = -(-n_base_users // bsz)
+        n_ours = -(-n_ours_users // bsz)
+        for k in widths:
+            warm = [model.collate(table, torch.arange(2), with_targets=False)]
+            run_ours(model, warm, k)  # warm-up
+            run_generate(model, warm, k, allowed)
             t_ours, ours = run_ours(model, batches[:n_ours], k)
             t_base, base = run_generate(model, batches[:n_base], k, allowed)
             t_pre = run_prefill(model, batches[:n_ours])
             u_ours, u_base = sum(len(b) for b in batches[:n_ours]), sum(len(b) for b in batches[:n_base])
             agree = float((ours[:u_base] == base).all(1).float().mean())
-            row = {"model": name, "beams": k, "batch": args.batch, "users_ours": u_ours, "users_generate": u_base,
+            row = {"model": name, "beams": k, "batch": bsz, "users_ours": u_ours, "users_generate": u_base,
                    "ours_users_per_s": u_ours / t_ours, "generate_users_per_s": u_base / t_base,
                    "speedup": (u_ours / t_ours) / (u_base / t_base), "same_top_k_share": agree,
                    "source_pass_share_of_ours": t_pre / t_ours,
@@ -153,7 +175,10 @@ def main() -> None:
         f"CPU, {args.threads} torch thread(s); {meta['dataset']}; codes: {meta['codes']}; randomly initialised "
         "models (TIGER T5 4+4 layers d_model 128; decoder-only Llama-style 4 layers d_model 128); "
         f"{args.batch} users per call; {args.ours_users} users decoded by ours, {args.baseline_users} by "
-        f"generate(). Commit `{meta['commit']}`, {meta['machine']}.",
+        f"generate(). Commit `{meta['commit']}`, {meta['machine']}." + (
+            f" `llm`: SmolLM2-135M-Instruct (offline backbone) + freshly initialised LoRA, float32, decoding the "
+            f"catalogue titles of toys-t (titles + EOS in the trie) from prompts listing 10 history titles; "
+            f"{args.llm_batch} users per call, {args.llm_users} users each." if args.llm else ""),
         "",
         "| model | beams | ours users/s | generate() users/s | speed-up | same top-K | source pass share of ours "
         "| bound (decoding free) |",
