@@ -123,10 +123,30 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
+def write_report(names: list[str], out: Path) -> None:
+    """`semrec report` over results files alone (no stage directories: tables and the alpha sweep)."""
+    import shutil
+    import tempfile
+
+    from semrec.report import build_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = []
+        for n in names:
+            d = Path(tmp) / n
+            d.mkdir()
+            shutil.copyfile(RESULTS / f"{n}.json", d / "results.json")
+            dirs.append(d)
+        build_report(dirs, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="+", help="results names under benchmarks/results (without .json)")
     ap.add_argument("--out-name", default="tca_gain", help="results file stem (letters, digits, _ and -)")
+    ap.add_argument("--report", action="store_true",
+                    help="also a `semrec report` of the named results (tables, alpha-sweep plot) in "
+                         "benchmarks/results/<out-name>_report/")
     args = ap.parse_args()
     if not args.out_name.replace("_", "").replace("-", "").isalnum():
         raise SystemExit(f"error: --out-name {args.out_name!r}: use letters, digits, _ and - only")
@@ -142,6 +162,9 @@ def main() -> None:
         {"benchmark": "tca_gain", "sources": args.names, "pairs": entries, "teachers": teacher_rows}, indent=1))
     md = markdown(entries, teacher_rows, args.names)
     cmd = "python benchmarks/tca_gain.py " + " ".join(args.names) + f" --out-name {args.out_name}"
+    if args.report:
+        cmd += " --report"
+        write_report(args.names, RESULTS / f"{args.out_name}_report")
     (RESULTS / f"{args.out_name}.md").write_text(md + f"\nProduced by `{cmd}`.\n")
     print(md)
 

@@ -79,13 +79,22 @@ def _fmt(s: dict, m: str) -> str:
 
 
 def alpha_sweep(runs: list[Run]) -> dict[str, list[dict]]:
-    """{"test": rows of TCA runs [{name, dataset, alpha, seed, ndcg@10, cc}], "valid": [{name, dataset,
-    alpha, seed, valid, monitor}] from sweeps over alpha}."""
+    """{"test": rows of TCA runs [{name, dataset, alpha, seed, ndcg@10, cc}] plus, at alpha 0, the test rows
+    of each TCA model's NTP twin (same name without "+TCA": alpha 0 is plain NTP), "valid": [{name, dataset,
+    alpha, seed, valid}] from sweeps over alpha}."""
     test, valid = [], []
     for run in runs:
-        for r in run.result["rows"]:
-            if str(r.get("loss", "")).startswith("tca") and r.get("alpha") is not None:
+        rows = run.result["rows"]
+        tca_names = {(r.get("dataset"), r["name"]) for r in rows
+                     if str(r.get("loss", "")).startswith("tca") and r.get("alpha") is not None}
+        twin = {(ds, name.replace("+TCA", "")): name for ds, name in tca_names}
+        for r in rows:
+            key = (r.get("dataset"), r["name"])
+            if key in tca_names:
                 test.append({"name": r["name"], "dataset": r.get("dataset"), "alpha": float(r["alpha"]),
+                             "seed": r.get("seed"), "ndcg@10": r.get("ndcg@10"), "cc": r.get("cc")})
+            elif key in twin and r.get("loss") == "ntp" and r.get("split", "test") == "test":
+                test.append({"name": twin[key], "dataset": r.get("dataset"), "alpha": 0.0, "ntp_twin": r["name"],
                              "seed": r.get("seed"), "ndcg@10": r.get("ndcg@10"), "cc": r.get("cc")})
             for e in r.get("sweep_valid") or []:
                 if "alpha" in e and e.get("valid") is not None and math.isfinite(e["valid"]):
@@ -181,28 +190,39 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_alpha(sweep: dict, path: Path) -> Path | None:
+    """One row per dataset: test NDCG@10 (solid; alpha 0 = the NTP twin) and the valid selection metric
+    (dashed) against alpha, and test CC against alpha; one colour per model."""
     if not sweep["test"] and not sweep["valid"]:
         return None
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, ax, ylabel in (("ndcg@10", a1, "NDCG@10"), ("cc", a2, "CC")):
-        for name in dict.fromkeys((r["dataset"], r["name"]) for r in sweep["test"]):
-            rows = [r for r in sweep["test"] if (r["dataset"], r["name"]) == name]
-            xs, ms, ss = _mean_by_alpha(rows, key)
+    datasets = list(dict.fromkeys(r["dataset"] for r in sweep["test"] + sweep["valid"]))
+    names = list(dict.fromkeys(r["name"] for r in sweep["test"] + sweep["valid"]))
+    colour = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.4 * len(datasets)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    for (a1, a2, a3), ds in zip(axes, datasets):
+        for name in names:
+            test = [r for r in sweep["test"] if (r["dataset"], r["name"]) == (ds, name)]
+            for key, ax in (("ndcg@10", a1), ("cc", a2)):
+                xs, ms, ss = _mean_by_alpha(test, key)
+                if xs:
+                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=colour[name], label=f"{name} test")
+            val = [r for r in sweep["valid"] if (r["dataset"], r["name"]) == (ds, name)]
+            xs, ms, ss = _mean_by_alpha(val, "valid")
             if xs:
-                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{name[1]} test ({name[0]})")
-        if key == "ndcg@10":
-            for name in dict.fromkeys((r["dataset"], r["name"]) for r in sweep["valid"]):
-                rows = [r for r in sweep["valid"] if (r["dataset"], r["name"]) == name]
-                xs, ms, ss = _mean_by_alpha(rows, "valid")
-                ax.errorbar(xs, ms, yerr=ss, marker="s", ls="--", capsize=3, label=f"{name[1]} valid ({name[0]})")
-        ax.set_xlabel("alpha")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    a1.set_title("NDCG@10 against alpha")
-    a2.set_title("collaborative consistency against alpha")
+                a1.errorbar(xs, ms, yerr=ss, marker="s", ls="--", capsize=3, color=colour[name], alpha=0.7,
+                            label=f"{name} valid")
+        for ax, ylabel in ((a1, "NDCG@10"), (a2, "CC (test)")):
+            ax.set_xlabel("alpha (0 = NTP)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        a1.set_title(f"{ds}: NDCG@10 against alpha")
+        a2.set_title(f"{ds}: collaborative consistency against alpha")
+        a3.axis("off")
+        handles, labels = a1.get_legend_handles_labels()
+        if handles:
+            a3.legend(handles, labels, fontsize=8, loc="center left", frameon=False)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -292,7 +312,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
     if sweep["test"] or sweep["valid"]:
         rows = []
         for r in sorted(sweep["test"], key=lambda r: (r["dataset"], r["name"], r["alpha"], r["seed"] or 0)):
-            rows.append([str(r["dataset"]), r["name"], "test", f"{r['alpha']:g}", str(r["seed"]),
+            rows.append([str(r["dataset"]), r.get("ntp_twin", r["name"]), "test", f"{r['alpha']:g}", str(r["seed"]),
                          "-" if r["ndcg@10"] is None else f"{r['ndcg@10']:.4f}",
                          "-" if r["cc"] is None else f"{r['cc']:.4f}"])
         for r in sorted(sweep["valid"], key=lambda r: (r["dataset"], r["name"], r["alpha"], r["seed"] or 0)):
