@@ -231,7 +231,7 @@ def plot_curves(curves: list[dict], title: str, path: Path) -> Path | None:
     if not curves:
         return None
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 0.55]})
     for c in curves:
         style = "-" if c["kind"] == "model" else ":"
         pts = [(e, v) for e, v in zip(c["epochs"], c["train_loss"]) if v is not None]
@@ -240,15 +240,19 @@ def plot_curves(curves: list[dict], title: str, path: Path) -> Path | None:
         pts = [(e, v) for e, v in zip(c["epochs"], c["valid"]) if v is not None]
         if pts:
             a2.plot(*zip(*pts), style, marker="o", ms=3, label=f"{c['label']} ({c['monitor']})")
-    a1.set_title(f"{title}: train loss")
-    a2.set_title(f"{title}: valid metric")
+    fig.suptitle(title)
+    a1.set_title("train loss")
+    a2.set_title("valid metric (model selection)")
     for ax, yl in ((a1, "train loss"), (a2, "valid")):
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
+    a3.axis("off")
+    handles, labels = a2.get_legend_handles_labels()
+    if handles:
+        a3.legend(handles, labels, fontsize=7, loc="center left", frameon=False)
+    fig.tight_layout()
     return _save(fig, path)
 
 
