@@ -108,13 +108,17 @@ def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, 
     fin_items = torch.full((b, k), -1, dtype=torch.long, device=dev)
     fin_seqs = torch.full((b, k, max_len), pad, dtype=torch.long, device=dev)
 
-    logits = logits.repeat_interleave(k, 0)
     for t in range(max_len):
         if t > 0:
             logits, state = model.step(state, last_tokens, parent)
-        allowed = index.next_token_mask(lo, hi, t) if constrained else None
-        logp = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
-        cand = (run_scores[:, :, None] + logp.view(b, k, v)).view(b, k * v)
+            allowed = index.next_token_mask(lo, hi, t) if constrained else None
+            logp = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
+            cand = (run_scores[:, :, None] + logp.view(b, k, v)).view(b, k * v)
+        else:  # all of a user's beams are the empty prefix: score its one row (beam 0, score 0)
+            allowed = index.next_token_mask(lo[rows[:, 0]], hi[rows[:, 0]], 0) if constrained else None
+            cand = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
+            if v < n_cand:  # columns past v stand for the dead beams 1.. and are never alive
+                cand = torch.nn.functional.pad(cand, (0, n_cand - v), value=-math.inf)
         top_s, top_i = cand.topk(n_cand, dim=1)  # (B, 2K), best first
         beam, tok = top_i // v, top_i % v
         gbeam = (rows + beam).view(-1)
