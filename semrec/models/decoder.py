@@ -19,8 +19,8 @@ from torch import nn
 
 from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
 from semrec.models.batching import Batch, compact, hash_users, history_tokens
-from semrec.models.shared_prompt import (expand_shared_prompt, shared_prompt_state, shared_prompt_step,
-                                         supports_shared_prompt)
+from semrec.models.shared_prompt import (base_causal_lm, expand_shared_prompt, shared_prompt_state,
+                                         shared_prompt_step, supports_shared_prompt)
 
 
 @dataclass
@@ -103,11 +103,23 @@ class DecoderRecommender(GenerativeRecommender):
         return tokens.masked_fill(~keep, self.pad_id), keep.long()
 
     # ----- forward passes ----------------------------------------------------------------------
+    def _forward_params(self) -> frozenset[str]:
+        """Keyword names of the causal LM's forward (they differ across transformers versions)."""
+        if not hasattr(self, "_fwd_params"):
+            self._fwd_params = frozenset(inspect.signature(base_causal_lm(self.hf).forward).parameters)
+        return self._fwd_params
+
     def _keep_kwarg(self, n: int) -> dict:
-        if not hasattr(self, "_keep_name"):
-            params = inspect.signature(self.hf.forward).parameters
-            self._keep_name = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-        return {self._keep_name: n} if self._keep_name else {}
+        name = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in self._forward_params()), None)
+        return {name: n} if name else {}
+
+    def _cache_kwarg(self, cache) -> dict:
+        return {"cache" if "cache" in self._forward_params() else "past_key_values": cache}
+
+    @staticmethod
+    def _out_cache(out):
+        """The cache a forward returned (`cache` in recent transformers, `past_key_values` before)."""
+        return out["cache"] if "cache" in out else out.past_key_values
 
     def forward(self, batch: Batch) -> torch.Tensor:
         tgt = batch.target_tokens
@@ -130,8 +142,8 @@ class DecoderRecommender(GenerativeRecommender):
                       use_cache=True, return_dict=True, **self._keep_kwarg(1))
         logits = out.logits[:, -1]
         if supports_shared_prompt(self.hf):
-            return logits, shared_prompt_state(out.past_key_values, mask, logits.dtype)
-        return logits, {"cache": out.past_key_values, "mask": mask, "next_pos": mask.long().sum(1)}
+            return logits, shared_prompt_state(self._out_cache(out), mask, logits.dtype)
+        return logits, {"cache": self._out_cache(out), "mask": mask, "next_pos": mask.long().sum(1)}
 
     def expand_state(self, state: dict, beams: int) -> dict:
         if "prompt" in state:
@@ -147,5 +159,5 @@ class DecoderRecommender(GenerativeRecommender):
         cache = reorder_cache(state["cache"], beam_idx)
         mask = torch.cat([state["mask"], state["mask"].new_ones((len(tokens), 1))], 1)
         out = self.hf(input_ids=tokens[:, None], attention_mask=mask, position_ids=state["next_pos"][:, None],
-                      past_key_values=cache, use_cache=True, return_dict=True)
-        return out.logits[:, -1], {"cache": out.past_key_values, "mask": mask, "next_pos": state["next_pos"] + 1}
+                      use_cache=True, return_dict=True, **self._cache_kwarg(cache))
+        return out.logits[:, -1], {"cache": self._out_cache(out), "mask": mask, "next_pos": state["next_pos"] + 1}

@@ -360,15 +360,6 @@ class LLMRecommender(DecoderRecommender):
         return batch
 
     # ----- forward passes -------------------------------------------------------------------------
-    def _keep_kwarg(self, n: int) -> dict:
-        if not hasattr(self, "_keep_name"):
-            import inspect
-
-            base = self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
-            params = inspect.signature(base.forward).parameters
-            self._keep_name = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-        return {self._keep_name: n} if self._keep_name else {}
-
     def _inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
         """input_ids, or inputs_embeds with the CF slots filled (cf_embeddings)."""
         if self.cf_projection is None:
