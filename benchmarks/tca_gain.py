@@ -61,7 +61,8 @@ def pairs(result: dict) -> list[dict]:
             entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
                         "seed_gains": [y - x for x, y in zip(b, t)]}
         g = entry["ndcg@10"]
-        entry["gain_exceeds_std"] = g["gain"] > max(g["base_std"], g["tca_std"])
+        # with one seed there is no std to beat: the bar cannot be judged
+        entry["gain_exceeds_std"] = g["gain"] > max(g["base_std"], g["tca_std"]) if len(seeds) > 1 else None
         out.append(entry)
     return out
 
@@ -97,7 +98,9 @@ def teachers(results: list[dict]) -> list[dict]:
 
 
 def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) -> str:
-    f = lambda m, s: f"{m:.4f} ± {s:.4f}"  # noqa: E731
+    def bar(e: dict) -> str:
+        return {True: "yes", False: "**no**", None: "n/a (1 seed)"}[e["gain_exceeds_std"]]
+
     lines = ["# TCA against plain NTP at the same budget (test split, mean ± std over seeds)", "",
              "Results files: " + ", ".join(f"`{n}.json`" for n in names) + " (each records its commit, machine,"
              " seeds and recipe). A pair meets the bar when the mean NDCG@10 gain exceeds the larger seed std.", "",
@@ -106,18 +109,20 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         n, h, c = e["ndcg@10"], e["hr@10"], e["cc"]
+        one = len(e["seeds"]) == 1
+        f = (lambda m, s: f"{m:.4f}") if one else (lambda m, s: f"{m:.4f} ± {s:.4f}")  # noqa: E731
         lines.append(
             f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
             f"{', '.join(f'{a:g}' for a in e['alpha'])} | {f(n['base_mean'], n['base_std'])} | "
             f"{f(n['tca_mean'], n['tca_std'])} | {n['gain']:+.4f} | "
-            f"{', '.join(f'{g:+.4f}' for g in n['seed_gains'])} | {'yes' if e['gain_exceeds_std'] else '**no**'} | "
+            f"{', '.join(f'{g:+.4f}' for g in n['seed_gains'])} | {bar(e)} | "
             f"{f(h['base_mean'], h['base_std'])} | {f(h['tca_mean'], h['tca_std'])} | "
             f"{f(c['base_mean'], c['base_std'])} | {f(c['tca_mean'], c['tca_std'])} |")
     lines += ["", "CF teachers on the same test rows, and for protocol P the published rows (HR@10 = Recall@10 there:"
               " one target per user):", "", "| dataset | model | seeds | NDCG@10 | HR@10 | source |",
               "|---|---|---|---|---|---|"]
     for t in teacher_rows:
-        g = (lambda v: f"{v[0]:.4f}") if len(t["seeds"]) <= 1 else (lambda v: f(*v))
+        g = (lambda v: f"{v[0]:.4f}") if len(t["seeds"]) <= 1 else (lambda v: f"{v[0]:.4f} ± {v[1]:.4f}")
         lines.append(f"| {t['dataset']} | {t['model']} | {len(t['seeds']) or '-'} | {g(t['ndcg@10'])} | {g(t['hr@10'])} | "
                      f"{t['source']} |")
     return "\n".join(lines) + "\n"
