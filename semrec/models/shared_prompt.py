@@ -42,26 +42,25 @@ def shared_prompt_state(cache: Any, mask: torch.Tensor, dtype: torch.dtype) -> d
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     bias = bias.masked_fill(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
     return {"prompt": [(k.contiguous(), v.contiguous()) for k, v in cache_layers(cache)], "bias": bias,
-            "gen": None, "next_pos": mask.long().sum(1), "group": 1}
+            "gen": None, "next_pos": mask.long().sum(1)}
 
 
 def expand_shared_prompt(state: dict, beams: int) -> dict:
     """Give every user `beams` rows; the prompt part is not copied."""
     gen = None if state["gen"] is None else [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0))
                                              for k, v in state["gen"]]
-    return {**state, "gen": gen, "next_pos": state["next_pos"].repeat_interleave(beams, 0),
-            "group": state["group"] * beams}
+    return {**state, "gen": gen, "next_pos": state["next_pos"].repeat_interleave(beams, 0)}
 
 
 def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor,
-            pv: torch.Tensor, bias: torch.Tensor, group: int) -> torch.Tensor:
+            pv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One query per row against its user's prompt and its own generated keys.
 
-    q (R, H, 1, d) with R = B * group; k, v (R, H_kv, t, d); pk, pv (B, H_kv, S, d); bias (B, 1, 1, S).
+    q (R, H, 1, d) with R = B * group (a user's rows are consecutive); k, v (R, H_kv, t, d); pk, pv (B, H_kv, S, d); bias (B, 1, 1, S).
     Returns (R, 1, H * d)."""
     r, h, _, d = q.shape
     b, hkv, s, _ = pk.shape
-    rep = h // hkv
+    rep, group = h // hkv, r // b
     scale = getattr(attn, "scaling", d ** -0.5)
     qg = q.view(r, hkv, rep, d)
     # prompt scores: the group's queries together, (B, H_kv, group*rep, S)
@@ -105,7 +104,7 @@ def shared_prompt_step(hf: nn.Module, state: dict, tokens: torch.Tensor,
             k, v = torch.cat([gen[i][0], k], 2), torch.cat([gen[i][1], v], 2)
         new_gen.append((k, v))
         pk, pv = state["prompt"][i]
-        x = x + attn.o_proj(_attend(attn, q, k, v, pk, pv, state["bias"], state["group"]))
+        x = x + attn.o_proj(_attend(attn, q, k, v, pk, pv, state["bias"]))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     logits = base.lm_head(lm.norm(x))[:, 0]
     return logits, {**state, "gen": new_gen, "next_pos": state["next_pos"] + 1}
