@@ -101,6 +101,10 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
     def bar(e: dict) -> str:
         return {True: "yes", False: "**no**", None: "n/a (1 seed)"}[e["gain_exceeds_std"]]
 
+    def pm(mean: float, std: float, seeds: list) -> str:
+        """mean ± std, or the bare value when there is one seed or none."""
+        return f"{mean:.4f}" if len(seeds) <= 1 else f"{mean:.4f} ± {std:.4f}"
+
     lines = ["# TCA against plain NTP at the same budget (test split, mean ± std over seeds)", "",
              "Results files: " + ", ".join(f"`{n}.json`" for n in names) + " (each records its commit, machine,"
              " seeds and recipe). A pair meets the bar when the mean NDCG@10 gain exceeds the larger seed std.", "",
@@ -109,8 +113,9 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         n, h, c = e["ndcg@10"], e["hr@10"], e["cc"]
-        one = len(e["seeds"]) == 1
-        f = (lambda m, s: f"{m:.4f}") if one else (lambda m, s: f"{m:.4f} ± {s:.4f}")  # noqa: E731
+        def f(m: float, s: float) -> str:
+            return pm(m, s, e["seeds"])
+
         lines.append(
             f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
             f"{', '.join(f'{a:g}' for a in e['alpha'])} | {f(n['base_mean'], n['base_std'])} | "
@@ -122,9 +127,8 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
               " one target per user):", "", "| dataset | model | seeds | NDCG@10 | HR@10 | source |",
               "|---|---|---|---|---|---|"]
     for t in teacher_rows:
-        g = (lambda v: f"{v[0]:.4f}") if len(t["seeds"]) <= 1 else (lambda v: f"{v[0]:.4f} ± {v[1]:.4f}")
-        lines.append(f"| {t['dataset']} | {t['model']} | {len(t['seeds']) or '-'} | {g(t['ndcg@10'])} | {g(t['hr@10'])} | "
-                     f"{t['source']} |")
+        lines.append(f"| {t['dataset']} | {t['model']} | {len(t['seeds']) or '-'} | {pm(*t['ndcg@10'], t['seeds'])} | "
+                     f"{pm(*t['hr@10'], t['seeds'])} | {t['source']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -56,7 +56,8 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             pv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One query per row against its user's prompt and its own generated keys.
 
-    q (R, H, 1, d) with R = B * group (a user's rows are consecutive); k, v (R, H_kv, t, d); pk, pv (B, H_kv, S, d); bias (B, 1, 1, S).
+    q (R, H, 1, d) with R = B * group (a user's rows are consecutive); k, v (R, H_kv, t, d);
+    pk, pv (B, H_kv, S, d); bias (B, 1, 1, S).
     Returns (R, 1, H * d)."""
     r, h, _, d = q.shape
     b, hkv, s, _ = pk.shape
