@@ -2,10 +2,16 @@
 
 Protocol T: HR/NDCG@{1,3,5,10}, beams 10 (TCA4Rec). Protocol P: Recall/NDCG@{5,10} (TIGER). Both also
 report collaborative consistency against a CF teacher (share of rows whose generated top-1 is the
-teacher's top-1; `semrec.metrics.collaborative_consistency`), catalogue coverage of the top-K lists and
-the invalid rate (hypotheses that are no catalogue item; 0 by construction when constrained).
+teacher's top-1; `semrec.metrics.collaborative_consistency`), how personal the lists are (catalogue
+coverage@K, distinct top-1 items, and with item popularity the share of slots taken by the 1% most
+popular items: `semrec.metrics.list_diagnostics`) and the invalid rate (hypotheses that are no catalogue
+item; 0 by construction when constrained).
 
-    metrics = evaluate(model, dataset.test, teacher=teacher, protocol="T")
+The two reference recommenders, MostPop (the same most-popular list for every row) and Random (K
+distinct items drawn uniformly per row), are scored by the same `score_lists` as the models.
+
+    metrics = evaluate(model, dataset.test, teacher=teacher, protocol="T", popularity=pop)
+    baseline = score_lists(most_popular_lists(pop, len(dataset.test), 10), dataset.test.targets, ...)
     row = result_row(model, metrics, dataset="office-t", protocol="T", split="test")
 """
 
@@ -22,7 +28,7 @@ from semrec.cf.base import check_logits, teacher_name
 from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
-from semrec.metrics import collaborative_consistency, rank_metrics
+from semrec.metrics import collaborative_consistency, list_diagnostics, rank_metrics
 from semrec.models.batching import ExampleTable
 from semrec.utils import describe_machine
 
@@ -80,12 +86,41 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
     return res
 
 
+def score_lists(items: torch.Tensor, targets, ks: tuple[int, ...], *, num_items: int,
+                popularity=None) -> tuple[dict[str, float], np.ndarray]:
+    """Rank metrics at `ks` and list diagnostics of recommended lists `items` (E, K) against `targets` (E,).
+
+    Returns the metrics and the (E,) 1-based target ranks (0 = not in the list)."""
+    targets = torch.as_tensor(np.asarray(targets)).long()
+    ranks = target_ranks(torch.as_tensor(items).long(), targets).numpy()
+    out = rank_metrics(ranks, ks)
+    out.update(list_diagnostics(items, num_items, popularity))
+    return out, ranks
+
+
+def most_popular_lists(popularity, n_rows: int, k: int) -> torch.Tensor:
+    """(n_rows, k): the k items of highest `popularity` (N,) counts (ties: lower id first), every row."""
+    top = torch.argsort(-torch.as_tensor(np.asarray(popularity), dtype=torch.float64), stable=True)[:k]
+    return top[None, :].expand(n_rows, -1).clone()
+
+
+def random_lists(num_items: int, n_rows: int, k: int, *, seed: int = 0) -> torch.Tensor:
+    """(n_rows, k): k distinct items per row, uniformly at random (seeded)."""
+    if k > num_items:
+        raise SemrecError(f"random lists: {k} items per row from a catalogue of {num_items}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n_rows, num_items, generator=gen).topk(k, dim=1).indices
+
+
 def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol: str = "T",
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
-             max_rows: int | None = None, progress: bool = False) -> dict[str, float]:
+             max_rows: int | None = None, popularity=None, progress: bool = False,
+             return_ranks: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
-    `cc` (with a teacher), `coverage@K`, `invalid_rate`, `n_rows`, `num_beams`, `wall_time_s`.
+    `cc` (with a teacher), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
+    `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams`, `wall_time_s`. With
+    `return_ranks`, also the (E,) 1-based target ranks in the beam (0 = absent).
 
     renormalize / temperature default to how the model was trained (`model.training_info`: MSL models
     decode with the softmax over allowed tokens, at the training temperature tau)."""
@@ -117,19 +152,14 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
                        renormalize=renormalize, temperature=temperature, teacher=teacher, progress=progress)
     # items sharing one token sequence (identical titles) are one entry: compare canonical ids
     targets = model.canonical_items().cpu()[table.targets]
-    ranks = target_ranks(gen["items"], targets)
-    out = rank_metrics(ranks.numpy(), ks)
-    n_items = model.codes.shape[0]
-    k_max = gen["items"].shape[1]
-    found = gen["items"][gen["items"] >= 0]
-    out[f"coverage@{k_max}"] = float(torch.unique(found).numel() / n_items)
+    out, ranks = score_lists(gen["items"], targets, ks, num_items=model.codes.shape[0], popularity=popularity)
     out["invalid_rate"] = gen["invalid"] / gen["hypotheses"] if gen["hypotheses"] else 0.0
     if teacher is not None:
         out["cc"] = gen["teacher_matches"] / len(table)
     out["n_rows"] = len(table)
     out["num_beams"] = num_beams
     out["wall_time_s"] = time.perf_counter() - t0
-    return out
+    return (out, ranks) if return_ranks else out
 
 
 def _sharded_generate(model, table: ExampleTable, *, batch_size: int, num_beams: int, teacher=None,

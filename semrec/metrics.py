@@ -146,3 +146,51 @@ def collaborative_consistency(generated_top1, teacher) -> float:
     valid = gen >= 0
     rank = rank_of_targets(teacher, gen.clamp(min=0), ties="optimistic")
     return float(((rank == 1) & valid).float().mean())
+
+
+def item_popularity(targets, num_items: int) -> np.ndarray:
+    """(N,) int64 count of each item among `targets` (e.g. the training split's target items)."""
+    t = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if t.size and (t.min() < 0 or t.max() >= num_items):
+        raise SemrecError(f"item_popularity: item id outside 0..{num_items - 1}")
+    return np.bincount(t, minlength=num_items).astype(np.int64)
+
+
+def list_diagnostics(items, num_items: int, popularity=None, *, head_share: float = 0.01) -> dict[str, float]:
+    """How personal a set of top-K lists is.
+
+    items: (E, K) recommended item ids per row (negative = empty slot). Returns `coverage@K` (distinct
+    items recommended / N), `distinct_top1` (distinct first items across rows) and, with `popularity`
+    (N,) counts, `pop1%@K`: the share of the filled slots taken by the `head_share` most popular items
+    (a popularity recommender scores 1.0 when K <= that head; a uniform one about `head_share`)."""
+    it = torch.as_tensor(items).long()
+    if it.dim() != 2 or it.shape[0] == 0:
+        raise SemrecError(f"list_diagnostics: items must be a non-empty (E, K) table, got {tuple(it.shape)}")
+    k = it.shape[1]
+    filled = it[it >= 0]
+    out = {f"coverage@{k}": float(torch.unique(filled).numel() / num_items),
+           "distinct_top1": float(torch.unique(it[:, 0][it[:, 0] >= 0]).numel())}
+    if popularity is not None:
+        pop = torch.as_tensor(np.asarray(popularity), dtype=torch.float64)
+        if pop.shape != (num_items,):
+            raise SemrecError(f"list_diagnostics: popularity has shape {tuple(pop.shape)}, expected ({num_items},)")
+        n_head = max(1, int(round(head_share * num_items)))
+        head = torch.zeros(num_items, dtype=torch.bool)
+        head[torch.argsort(-pop, stable=True)[:n_head]] = True
+        out[f"pop{head_share:.0%}@{k}"] = float(head[filled].float().mean()) if filled.numel() else 0.0
+    return out
+
+
+def paired_gain(ranks, base_ranks, k: int = 10) -> tuple[float, float]:
+    """Mean per-row NDCG@k gain of `ranks` over `base_ranks` (same rows, (E,) 1-based ranks, 0 = absent)
+    and its standard error: the gain is clearly positive when mean > 2 * se."""
+    a, b = _as_float_ranks(ranks), _as_float_ranks(base_ranks)
+    if a.shape != b.shape or a.size == 0:
+        raise SemrecError(f"paired_gain: rank arrays of shapes {a.shape} and {b.shape}")
+
+    def gain(r: np.ndarray) -> np.ndarray:
+        return np.where(r <= k, 1.0 / np.log2(np.minimum(r, 1e300) + 1.0), 0.0)
+
+    d = gain(a) - gain(b)
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    return float(d.mean()), se

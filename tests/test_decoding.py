@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_POS, TIGER_RICH, TIGER_TINY, examples,
+                               semantic_ids, titles)
 
 from semrec.decoding import beam_search, next_token_log_probs, score_items
 from semrec.errors import SemrecError
@@ -63,7 +64,8 @@ def test_equals_transformers_generate_on_variable_length_titles(name, cfg, k):
     assert torch.equal(ours.sequences, model.codes[ours.items])
 
 
-@pytest.mark.parametrize("name,cfg,tok", [("tiger", TIGER_TINY, "sid"), ("decoder", LLAMA_TINY, "title")])
+@pytest.mark.parametrize("name,cfg,tok", [("tiger", TIGER_TINY, "sid"), ("tiger", TIGER_RICH, "title"),
+                                          ("tiger", TIGER_POS, "sid"), ("decoder", LLAMA_TINY, "title")])
 def test_beams_covering_the_catalogue_give_the_exhaustive_ranking(name, cfg, tok):
     tok = semantic_ids(50) if tok == "sid" else titles(40)
     n = tok.codes.shape[0]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_POS, TIGER_RICH, TIGER_TINY, examples,
+                               semantic_ids, titles)
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -12,7 +13,8 @@ from semrec.models.batching import compact, history_tokens
 
 torch.set_num_threads(1)
 
-CONFIGS = [("tiger", TIGER_TINY), ("decoder", LLAMA_TINY), ("decoder", LLAMA_GQA), ("decoder", GPT2_TINY)]
+CONFIGS = [("tiger", TIGER_TINY), ("tiger", TIGER_RICH), ("decoder", LLAMA_TINY), ("decoder", LLAMA_GQA),
+           ("decoder", GPT2_TINY)]
 
 
 def test_compact_and_history_tokens_match_a_python_reference():
@@ -84,7 +86,66 @@ def test_teacher_forcing_equals_cached_decoding(name, cfg):
     torch.testing.assert_close(full[real], inc[real], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,cfg", CONFIGS)
+@pytest.mark.parametrize("cfg", [TIGER_RICH, TIGER_POS])
+def test_tiger_encoder_input_options_match_a_python_reference(cfg):
+    """Separators, anchor, user token and each token's item-recency slot, built by hand."""
+    tok = semantic_ids(30)
+    model = build_model("tiger", tok, cfg, seed=0)
+    hist = torch.tensor([[-1, -1, 3, 7], [5, 0, 19, 2], [-1, -1, -1, 11]])
+    table = ExampleTable(hist, torch.tensor([4, 9, 2]), torch.tensor([1, 2, 3]))
+    batch = model.collate(table, torch.arange(3))
+    rec = model.item_recency(batch.input_ids, batch.attention_mask)
+    c = model.config
+    for r in range(3):
+        items = [i for i in hist[r].tolist() if i >= 0]
+        toks, slots = [], []
+        if c.user_buckets:
+            toks.append(model.extra_base + int((table.users[r] * 2654435761) % 2**32 % c.user_buckets))
+            slots.append(c.max_history + 1)
+        for back, i in zip(range(len(items), 0, -1), items):
+            row = [t for t in tok.codes[i].tolist() if t != tok.pad_id]
+            row += [model.separator_id] if c.item_separator else []
+            toks += row
+            slots += [back - 1 + int(c.eos_anchor)] * len(row)
+        if c.eos_anchor:
+            toks.append(model.anchor_id)
+            slots.append(0)
+        n = len(toks)
+        assert batch.input_ids[r, :n].tolist() == toks and batch.attention_mask[r].sum() == n
+        assert rec[r, :n].tolist() == slots
+    assert int(batch.input_ids.max()) < model.vocab_size
+    # the recency embedding reaches the encoder: reversing the history changes the encoding
+    rev = model.collate(ExampleTable(hist.flip(1), table.users, table.targets), torch.arange(3))
+    with torch.no_grad():
+        a = model.hf.get_encoder()(**model._encoder_inputs(batch), attention_mask=batch.attention_mask)
+        b = model.hf.get_encoder()(**model._encoder_inputs(rev), attention_mask=rev.attention_mask)
+    assert not torch.allclose(a.last_hidden_state[1], b.last_hidden_state[1])
+
+
+def test_tiger_options_build_what_they_say():
+    tok = semantic_ids(30)
+    untied = build_model("tiger", tok, TIGER_RICH, seed=0)
+    assert untied.hf.lm_head.weight.data_ptr() != untied.hf.shared.weight.data_ptr()
+    assert untied.hf.shared.weight.std().item() == pytest.approx(0.1, rel=0.2)
+    tied = build_model("tiger", tok, TIGER_TINY, seed=0)
+    assert tied.hf.lm_head.weight.data_ptr() == tied.hf.shared.weight.data_ptr()
+    with pytest.raises(ValueError, match="item_positions needs item_separator"):
+        build_model("tiger", titles(20), TIGER_POS, seed=0)
+
+
+def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
+    import json
+
+    model = build_model("tiger", semantic_ids(20), TIGER_TINY, seed=0)
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key in ("item_positions", "item_separator", "eos_anchor", "tie_embeddings", "embedding_init_std"):
+        del meta["config"][key]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    assert load_model(tmp_path / "m").config == model.config
+
+
+@pytest.mark.parametrize("name,cfg", [*CONFIGS, ("tiger", TIGER_POS)])
 def test_save_load_round_trip(tmp_path, name, cfg):
     tok = semantic_ids(40)
     model = build_model(name, tok, dict(cfg, user_buckets=4), seed=1).eval()
@@ -126,8 +187,15 @@ def test_training_examples_expand_prefixes_for_protocol_p():
     ex = training_examples(ds, max_history=2)
     assert [h.tolist() for h in ex.histories()] == [[1], [1, 2], [2, 3], [4]]
     assert ex.targets.tolist() == [2, 3, 5, 6]
+    # "auto": every prefix wherever the train split holds one sequence per user, whatever the protocol
+    ds.protocol = "custom"
+    assert training_examples(ds).targets.tolist() == [2, 3, 5, 6]
+    assert training_examples(ds, 2, "rows") is train
+    # several rows per user (protocol T's fixed-length windows): the rows as given
+    ds.splits["train"] = rows = Examples.from_lists([0, 0], [[1, 2, 3], [2, 3, 5]], [5, 6])
     ds.protocol = "T"
-    assert training_examples(ds) is train and training_examples(ds, 2, "rows") is train
+    assert training_examples(ds) is rows
+    ds.splits["train"] = train
     assert [h.tolist() for h in training_examples(ds, 2, "prefixes").histories()] == [[1], [1, 2], [2, 3], [4]]
     ds.protocol = "P"
     assert training_examples(ds, 2, "rows") is train

@@ -62,18 +62,28 @@ def test_run_end_to_end_then_reuse(tiny):
     recipe = load_recipe(tiny / "recipe.yaml")
     res = run_recipe(recipe, tiny / "run", log=logs.append, progress=False)
     names = [r["name"] for r in res["rows"]]
-    assert names == ["SASRec", "T", "T+TCA"]
+    assert names == ["MostPop", "Random", "SASRec", "T", "T+TCA"]
     assert {r["device"] for r in res["rows"]} == {"cpu"}
     for row in res["rows"]:
-        for k in ("hr@1", "hr@10", "ndcg@10"):
+        for k in ("hr@1", "hr@10", "ndcg@10", "coverage@10", "pop1%@10"):
             assert 0.0 <= row[k] <= 1.0
         assert row["hr@1"] <= row["hr@3"] <= row["hr@10"]
-    tca = res["rows"][2]
+        assert 1 <= row["distinct_top1"] <= 40 and row["valid_metric"] is not None
+    mostpop, rand = res["rows"][:2]
+    # MostPop: one list for everyone, the 10 most frequent training targets
+    assert mostpop["distinct_top1"] == 1 and mostpop["coverage@10"] == 10 / 40
+    assert mostpop["vs_mostpop"] == {"ndcg@10_gain": 0.0, "se": 0.0}
+    assert rand["coverage@10"] > 0.9 and rand["distinct_top1"] > 10
+    summary = {s["name"]: s for s in res["summary"]}
+    assert "above_mostpop" not in summary["MostPop"]
+    assert summary["SASRec"]["above_mostpop"] is True  # the rule is learnable: the teacher learns it
+    tca = res["rows"][4]
     assert tca["loss"] == "tca" and tca["alpha"] in (0.1, 0.5)
     assert {c["alpha"] for c in tca["sweep_valid"]} == {0.1, 0.5}
     assert 0.0 <= tca["cc"] <= 1.0 and tca["invalid_rate"] == 0.0
     md = (tiny / "run" / "results.md").read_text()
-    assert "| T+TCA |" in md and "ndcg@10" in md
+    assert ("| T+TCA" in md and "ndcg@10" in md and "| valid ndcg@10 |" in md and "| MostPop |" in md
+            and "coverage@10" in md)
     assert json.loads((tiny / "run" / "results.json").read_text())["rows"] == res["rows"]
     computed = [m for m in logs if "computing" in m]
     assert len(computed) == 1 + 1 + 3 + 2  # teacher, ids, 3 models, 2 test evaluations

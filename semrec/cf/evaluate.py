@@ -62,6 +62,23 @@ def evaluate_teacher(model: CFTeacher, examples: Examples, *, ks: Sequence[int] 
                                       batch_size=batch_size), ks)
 
 
+@torch.no_grad()
+def teacher_top_lists(model: CFTeacher, examples: Examples, k: int, *, batch_size: int = 1024) -> torch.Tensor:
+    """(E, k) CPU LongTensor: each example's k highest-scoring items (full ranking, history included)."""
+    if len(examples) == 0:
+        raise SemrecError("evaluation split is empty")
+    was_training = model.training
+    model.eval()
+    device = model.item_emb.weight.device
+    hist = torch.from_numpy(examples.padded_histories(model.history_len()))
+    out = []
+    for lo in range(0, len(examples), batch_size):
+        scores = check_logits(model.item_logits(hist[lo:lo + batch_size].to(device)), teacher_name(model))
+        out.append(scores.topk(k, dim=1).indices.cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
 def target_in_history_rate(examples: Examples) -> float:
     """Share of examples whose target item already occurs in their history (repeat interactions)."""
     if len(examples) == 0:

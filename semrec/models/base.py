@@ -242,7 +242,9 @@ class GenerativeRecommender(nn.Module):
                 f"{stored.get('num_items')} items x {stored.get('max_len')}), "
                 f"not the given {given['scheme']!r} (fingerprint {given['fingerprint']}, "
                 f"{given['num_items']} items x {given['max_len']})")
-        cfg = load_config(cls.config_class, meta["config"], name=f"{path}/config.json config")
+        # options added after a model was saved take the values it was built with
+        stored_cfg = {**getattr(cls.config_class, "legacy_defaults", {}), **meta["config"]}
+        cfg = load_config(cls.config_class, stored_cfg, name=f"{path}/config.json config")
         model = cls._instantiate_for_loading(cfg, tokenization, path)
         model._load_weights(path)
         model.training_info = dict(meta.get("training") or {})

@@ -56,11 +56,14 @@ def training_examples(dataset: SeqDataset, max_history: int | None = None, how: 
     """The examples a generative model trains on.
 
     "prefixes": every (seq[:k], seq[k]) of each training row's history + target, history capped at
-    `max_history` (TIGER's samples); "rows": the train rows as given; "auto": prefixes for protocol P
-    (leave-one-out sequences), rows otherwise (protocol T's fixed 10-item histories)."""
+    `max_history` (TIGER's samples); "rows": the train rows as given; "auto": prefixes wherever the
+    train split holds one sequence per user (protocol P, leave-one-out and imported data), the rows
+    otherwise (protocol T's many fixed-length rows per user)."""
     if how not in TRAIN_EXAMPLES:
         raise SemrecError(f"training examples '{how}': expected one of {', '.join(TRAIN_EXAMPLES)}")
-    if how == "prefixes" or (how == "auto" and dataset.protocol == "P"):
+    train = dataset.train
+    one_per_user = len(np.unique(train.users)) == len(train)
+    if how == "prefixes" or (how == "auto" and (dataset.protocol == "P" or one_per_user)):
         return dataset.train.expand_prefixes(min_history=1, max_history=max_history)
     return dataset.train
 

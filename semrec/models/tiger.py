@@ -2,8 +2,13 @@
 target item's codes (Rajput et al., NeurIPS 2023).
 
 Encoder input: [hashed user token] + the codes of the last `max_history` history items, concatenated
-(item padding dropped, right-padded). Decoder: a start token, then the target's codes.
-Model vocabulary: the tokenization's ids, then one start token, then `user_buckets` user tokens.
+(item padding dropped, right-padded), each item optionally closed by a separator token (GRID) and the
+whole input optionally closed by an anchor token. With `item_positions`, a learned embedding of each
+token's item recency (0 = the anchor or the most recent item) is added to its token embedding: T5's
+cross-attention has no position information, so without it the decoder cannot tell recent items from
+old ones. Decoder: a start token, then the target's codes.
+Model vocabulary: the tokenization's ids, then one start token (unless the tokenization has a BOS), then
+`user_buckets` user tokens, then the separator and the anchor token when enabled.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class TigerConfig:
     relative_attention_max_distance: int = 128
     max_history: int = 20  # history items read (the most recent ones)
     user_buckets: int = 0  # 0: no user token; else the user id is hashed into this many tokens
+    item_positions: bool = False  # add a learned item-recency embedding to the encoder's input tokens
+    item_separator: bool = False  # a separator token after each history item
+    eos_anchor: bool = False  # an anchor token closing the encoder input
+    tie_embeddings: bool = True  # False: an output head of its own (code levels have disjoint token rows)
+    embedding_init_std: float = 1.0  # std of the initial token embeddings (T5's default is 1.0)
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_decoder_layers", "d_model", "num_heads", "d_kv", "d_ff", "max_history"):
@@ -42,6 +52,12 @@ class TigerConfig:
             raise ValueError("dropout must be in [0, 1)")
         if self.user_buckets < 0:
             raise ValueError("user_buckets must be >= 0")
+        if self.embedding_init_std <= 0:
+            raise ValueError("embedding_init_std must be > 0")
+
+    # Values of the options added after the first release, as models saved before them were built.
+    legacy_defaults = {"item_positions": False, "item_separator": False, "eos_anchor": False,
+                       "tie_embeddings": True, "embedding_init_std": 1.0}
 
 
 class TigerRecommender(GenerativeRecommender):
@@ -50,39 +66,111 @@ class TigerRecommender(GenerativeRecommender):
     is_encoder_decoder = True
     source_padding_side = "right"
 
+    @property
+    def separator_id(self) -> int | None:
+        return self.extra_base + self.config.user_buckets if self.config.item_separator else None
+
+    @property
+    def anchor_id(self) -> int | None:
+        c = self.config
+        return self.extra_base + c.user_buckets + int(c.item_separator) if c.eos_anchor else None
+
     def _build_hf(self) -> nn.Module:
         from transformers import T5Config, T5ForConditionalGeneration
 
         c = self.config
-        vocab = self.extra_base + c.user_buckets
+        if c.item_positions and not c.item_separator and self._level0_range() is None:
+            raise ValueError("tiger: item_positions needs item_separator with this item tokenization "
+                             "(its first code level does not mark where an item starts)")
+        vocab = self.extra_base + c.user_buckets + int(c.item_separator) + int(c.eos_anchor)
         hf_cfg = T5Config(
             vocab_size=vocab, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.num_layers,
             num_decoder_layers=c.num_decoder_layers, num_heads=c.num_heads, dropout_rate=c.dropout,
             feed_forward_proj=c.feed_forward_proj, relative_attention_num_buckets=c.relative_attention_num_buckets,
             relative_attention_max_distance=c.relative_attention_max_distance,
             pad_token_id=self.pad_id, eos_token_id=self.eos_id, decoder_start_token_id=self.start_id,
-            is_encoder_decoder=True, use_cache=True, tie_word_embeddings=True,
+            is_encoder_decoder=True, use_cache=True, tie_word_embeddings=c.tie_embeddings,
         )
         model = T5ForConditionalGeneration(hf_cfg)
+        if not c.tie_embeddings:
+            # transformers 5 ties T5's head whatever the config says (tie_word_embeddings=False above only
+            # drops the d_model**-0.5 output scaling, in every version), so the head is replaced here;
+            # its initial std keeps the first logits O(1) without that scaling
+            model.config.tie_word_embeddings = False
+            model.lm_head = nn.Linear(c.d_model, vocab, bias=False)
+            nn.init.normal_(model.lm_head.weight, 0.0, c.d_model ** -0.5)
+        if c.embedding_init_std != 1.0:
+            with torch.no_grad():
+                model.shared.weight.normal_(0.0, c.embedding_init_std)
+        if c.item_positions:  # held by the encoder so that it is saved and loaded with the HF weights
+            # slots 0..max_history: recency (the anchor takes 0 when enabled); the last slot: the user token
+            model.encoder.item_position = nn.Embedding(c.max_history + 2, c.d_model)
+            nn.init.normal_(model.encoder.item_position.weight, 0.0, c.embedding_init_std)
         model.generation_config.eos_token_id = self.eos_id
         model.generation_config.pad_token_id = self.pad_id
         model.generation_config.decoder_start_token_id = self.start_id
         return model
 
+    def _level0_range(self) -> tuple[int, int] | None:
+        """Token ids [lo, hi) of the first code level, when they differ from the other levels' ids."""
+        offsets = list(getattr(self.tokenization, "level_offsets", []) or [])
+        sizes = list(getattr(self.tokenization, "codebook_sizes", []) or [])
+        if len(offsets) < 2 or len(set(offsets)) < len(offsets):
+            return None
+        return offsets[0], offsets[0] + sizes[0]
+
     def source_tokens(self, histories: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, mask = history_tokens(self._codes_cpu, self.pad_id, histories.cpu(), side="right")
-        if self.config.user_buckets:
-            user_tok = self.extra_base + hash_users(users.cpu(), self.config.user_buckets)
+        c = self.config
+        codes, hist = self._codes_cpu, histories.cpu()
+        if c.item_separator:
+            codes = torch.cat([codes, codes.new_full((codes.shape[0], 1), self.separator_id)], 1)
+        if c.eos_anchor:  # the anchor is one more "item" after the most recent one
+            anchor = codes.new_full((1, codes.shape[1]), self.pad_id)
+            anchor[0, 0] = self.anchor_id
+            codes = torch.cat([codes, anchor])
+            hist = torch.cat([hist, hist.new_full((hist.shape[0], 1), codes.shape[0] - 1)], 1)
+        tokens, mask = history_tokens(codes, self.pad_id, hist, side="right")
+        if c.user_buckets:
+            user_tok = self.extra_base + hash_users(users.cpu(), c.user_buckets)
             tokens = torch.cat([user_tok[:, None], tokens], 1)
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
         return tokens, mask
+
+    def item_recency(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, S) recency slot of each encoder token: 0 for the anchor (or the most recent item without
+        one), k for the k-th item back, max_history + 1 for the user token; padding gets 0."""
+        c = self.config
+        if c.item_separator:  # an item ends at its separator: it starts after the previous one
+            sep = input_ids == self.separator_id
+            starts = torch.cat([torch.ones_like(sep[:, :1]), sep[:, :-1]], 1) & ~sep
+            starts = starts & (input_ids != self.anchor_id if c.eos_anchor else True)
+        else:
+            lo, hi = self._level0_range()
+            starts = (input_ids >= lo) & (input_ids < hi)
+        if c.user_buckets:
+            starts[:, 0] = False
+        starts = starts & (attention_mask > 0)
+        count = starts.long().cumsum(1)  # 1-based index of the item a token belongs to
+        rec = starts.long().sum(1, keepdim=True) - count + int(c.eos_anchor)
+        if c.eos_anchor:
+            rec = rec.masked_fill(input_ids == self.anchor_id, 0)
+        if c.user_buckets:
+            rec[:, 0] = c.max_history + 1
+        return rec.clamp(0, c.max_history + 1).masked_fill(attention_mask == 0, 0)
+
+    def _encoder_inputs(self, batch: Batch) -> dict:
+        if not self.config.item_positions:
+            return {"input_ids": batch.input_ids}
+        emb = self.hf.shared(batch.input_ids)
+        pos = self.hf.encoder.item_position(self.item_recency(batch.input_ids, batch.attention_mask))
+        return {"inputs_embeds": emb + pos}
 
     def _decoder_inputs(self, target_tokens: torch.Tensor) -> torch.Tensor:
         start = target_tokens.new_full((target_tokens.shape[0], 1), self.start_id)
         return torch.cat([start, target_tokens[:, :-1]], 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        out = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        out = self.hf(**self._encoder_inputs(batch), attention_mask=batch.attention_mask,
                       decoder_input_ids=self._decoder_inputs(batch.target_tokens), use_cache=False, return_dict=True)
         return out.logits
 
@@ -92,7 +180,7 @@ class TigerRecommender(GenerativeRecommender):
     # transformers' generate() instead repeats (and reorders every step) that cache once per beam. The
     # tests check these logits against the HF forward pass and generate().
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        enc = self.hf.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        enc = self.hf.get_encoder()(**self._encoder_inputs(batch), attention_mask=batch.attention_mask,
                                     return_dict=True).last_hidden_state
         b, s, _ = enc.shape
         cross = []

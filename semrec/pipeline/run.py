@@ -5,6 +5,10 @@ inside it by text hash) -> generative model (one per model row, seed and sweep v
 A stage directory `<out>/stages/<stage>-<key>` is reused when its config and upstream keys are
 unchanged; long training runs checkpoint every epoch under `<out>/checkpoints/` and resume after a kill.
 Results: `<out>/results.json` (one row per run, plus mean/std over seeds) and `<out>/results.md`.
+Every table carries two reference rows scored by the same code as the models, MostPop and Random, the
+list diagnostics (coverage@10, distinct top-1 items, share of slots taken by the 1% most popular items)
+and the valid-split metric beside the test figures; a row whose NDCG@10 is not above MostPop's by more
+than two standard errors of the paired per-row difference is flagged.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
 
 TABLE_METRICS = {"T": ["hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"],
-                 "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"]}
+                 "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"],
+                 # imported data: both protocols' figures
+                 "custom": ["hr@1", "recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"]}
+DIAGNOSTICS = ["coverage@10", "distinct_top1", "pop1%@10"]
+BASELINES = ("MostPop", "Random")
 
 
 def dataset_fingerprint(ds) -> str:
@@ -59,7 +67,8 @@ class Pipeline:
         self.progress = progress and main
         self.dataset = distributed.main_first(lambda: resolve_dataset(recipe.data))
         self.data_key = dataset_fingerprint(self.dataset)
-        self.protocol = self.dataset.protocol if self.dataset.protocol in TABLE_METRICS else "T"
+        self.protocol = self.dataset.protocol if self.dataset.protocol in TABLE_METRICS else "custom"
+        self.popularity = train_popularity(self.dataset)
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
@@ -164,14 +173,15 @@ class Pipeline:
         shutil.rmtree(work, ignore_errors=True)
         return d
 
-    def evaluate(self, model_dir: Path, teacher_dir: Path, split: str) -> dict:
+    def evaluate(self, model_dir: Path, teacher_dir: Path, split: str) -> tuple[dict, np.ndarray]:
+        """Metrics of a trained model on a split, and its (E,) target ranks (0 = not in the beam)."""
         from semrec.evaluation import evaluate
         from semrec.models import load_model
         from semrec.utils import resolve_device
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
-                  "max_rows": ev.max_test_rows if split == "test" else None}
+                  "max_rows": ev.max_test_rows if split == "test" else None, "diagnostics": 1}
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -179,13 +189,55 @@ class Pipeline:
             device = resolve_device(self.recipe.device)
             model = load_model(model_dir / "model", device=device)
             teacher = self.load_teacher(teacher_dir)
-            metrics = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
-                               num_beams=ev.num_beams, batch_size=ev.batch_size, max_rows=config["max_rows"],
-                               progress=self.progress)
+            metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
+                                      num_beams=ev.num_beams, batch_size=ev.batch_size,
+                                      max_rows=config["max_rows"], popularity=self.popularity,
+                                      progress=self.progress, return_ranks=True)
             write_json(tmp / "metrics.json", metrics)
+            np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 
         d = self._stage(f"eval-{split}", config, inputs, build)
-        return read_json(d / "metrics.json")
+        return read_json(d / "metrics.json"), np.load(d / "ranks.npy", allow_pickle=False)
+
+    def reference_rows(self, seed: int) -> tuple[list[dict], np.ndarray]:
+        """MostPop and Random on the test split (and their valid metric), scored like the models, and
+        MostPop's test ranks (what every other row is compared with)."""
+        from semrec.evaluation import ks_for, most_popular_lists, random_lists, score_lists
+
+        ks, k = ks_for(self.protocol), 10
+        select = self.recipe.eval.select_on
+        n, out, base = self.dataset.num_items, [], None
+        for name in BASELINES:
+            row = {"name": name, "model": name.lower(), "tokenizer": None, "loss": None, "alpha": None, "tau": None}
+            for split in ("valid", "test"):
+                ex = self.dataset.splits[split]
+                if split == "test" and self.recipe.eval.max_test_rows is not None:
+                    ex = ex.subset(np.arange(min(len(ex), self.recipe.eval.max_test_rows)))
+                lists = (most_popular_lists(self.popularity, len(ex), k) if name == "MostPop"
+                         else random_lists(n, len(ex), k, seed=seed))
+                metrics, ranks = score_lists(lists, ex.targets, ks, num_items=n, popularity=self.popularity)
+                if split == "valid":
+                    row["valid_metric"] = metrics.get(select)
+                else:
+                    row.update(metrics)
+                    row["n_rows"] = len(ex)
+                    if name == "MostPop":
+                        base = ranks
+            out.append(row)
+        return out, base
+
+    def teacher_diagnostics(self, teacher_dir: Path) -> tuple[dict, np.ndarray]:
+        """A teacher's top-10 list diagnostics on the test split and its test ranks within those lists."""
+        from semrec.cf.evaluate import teacher_top_lists
+        from semrec.evaluation import ks_for, score_lists
+
+        test = self.dataset.test
+        if self.recipe.eval.max_test_rows is not None:
+            test = test.subset(np.arange(min(len(test), self.recipe.eval.max_test_rows)))
+        lists = teacher_top_lists(self.load_teacher(teacher_dir), test, 10)
+        metrics, ranks = score_lists(lists, test.targets, ks_for(self.protocol), num_items=self.dataset.num_items,
+                                     popularity=self.popularity)
+        return {k: metrics[k] for k in DIAGNOSTICS if k in metrics}, ranks
 
     def _stage(self, stage: str, config: dict, inputs: dict[str, str], build: Callable[[Path], None]) -> Path:
         """`self.cache.run` for a distributed stage (training, evaluation). Under torchrun every rank runs
@@ -229,46 +281,31 @@ class Pipeline:
         device = resolve_device(r.device)
         common = {"dataset": self.dataset.name, "protocol": self.protocol, "split": "test", "device": str(device)}
         for seed in r.seeds:
+            refs, base_ranks = self.reference_rows(seed)
+            rows += [{**row, **common, "seed": seed, "vs_mostpop": _vs(base_ranks, base_ranks)} for row in refs]
             teacher_dir = self.teacher(r.teacher.model, seed)
             for tname in dict.fromkeys([r.teacher.model, *r.teachers_in_table]):
                 tdir = teacher_dir if tname == r.teacher.model else self.teacher(tname, seed)
-                m = read_json(tdir / "metrics.json")["test"]
+                m = read_json(tdir / "metrics.json")
+                diag, ranks = self.teacher_diagnostics(tdir)
                 rows.append({"name": _teacher_label(tname), "model": tname, "tokenizer": None, "loss": "ce",
-                             "alpha": None, "tau": None, **common, "seed": seed, **m,
+                             "alpha": None, "tau": None, **common, "seed": seed, **m["test"], **diag,
+                             "valid_metric": m["valid"].get(r.eval.select_on), "vs_mostpop": _vs(ranks, base_ranks),
                              "wall_time_s": read_json(tdir / "stage.json")["seconds"]})
             tok_dirs: dict[str, Path] = {}
             for spec in r.models:
                 scheme = spec.tokenizer or r.tokenizer
                 if scheme not in tok_dirs:
                     tok_dirs[scheme] = self.tokenization(scheme)
-                tok_dir = tok_dirs[scheme]
-                candidates = []
-                for sweep in _grid(spec.sweep):
-                    mdir = self.model(spec, tok_dir, teacher_dir, seed, sweep)
-                    valid = read_json(mdir / "train.json")["best_valid"]
-                    candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
-                best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
-                metrics = self.evaluate(mdir, teacher_dir, "test")
-                train_info = read_json(mdir / "train.json")
-                tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
-                rows.append({"name": spec.name, "model": spec.model, "tokenizer": Path(scheme).stem,
-                             "loss": tcfg.loss + ("+msl" if tcfg.msl else ""),
-                             "alpha": tcfg.alpha if tcfg.loss == "tca" else None, "tau": tcfg.tau,
-                             **common, "seed": seed, **{k: v for k, v in metrics.items() if k != "wall_time_s"},
-                             "selected_on_valid": {**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
-                             "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
-                             "train_wall_time_s": train_info["wall_time_s"],
-                             "eval_wall_time_s": metrics.get("wall_time_s"),
-                             "epochs_run": train_info["epochs_run"],
-                             "model_stage": mdir.name})  # read by semrec.serving / semrec.report
+                rows.append(self.model_row(spec, scheme, tok_dirs[scheme], teacher_dir, seed, base_ranks, common))
         result = {
             "recipe": r.name, "dataset": self.dataset.name, "protocol": self.protocol, "seeds": r.seeds,
             "data": _data_spec(r.data),  # how to reload the dataset (semrec.serving)
             "commit": git_commit(), "machine": describe_machine(device),
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
-            "compute_time_s": round(sum(self.cache.used.values()), 1), "rows": rows,
-            "summary": summarize(rows, TABLE_METRICS[self.protocol]),
+            "compute_time_s": round(sum(self.cache.used.values()), 1), "select_on": r.eval.select_on,
+            "rows": rows, "summary": summarize(rows, table_metrics(self.protocol)),
         }
         if distributed.is_main():  # rank 0 alone writes the results
             write_json(self.out / "results.json", result)
@@ -277,6 +314,53 @@ class Pipeline:
                 f.write(md)
         distributed.barrier()
         return result
+
+    def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
+                  base_ranks: np.ndarray, common: dict) -> dict:
+        """Train (or reuse) every sweep value of one model row, keep the best on valid, score it on test."""
+        r = self.recipe
+        candidates = []
+        for sweep in _grid(spec.sweep):
+            mdir = self.model(spec, tok_dir, teacher_dir, seed, sweep)
+            valid = read_json(mdir / "train.json")["best_valid"]
+            candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
+        best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
+        metrics, ranks = self.evaluate(mdir, teacher_dir, "test")
+        train_info = read_json(mdir / "train.json")
+        tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
+        return {"name": spec.name, "model": spec.model, "tokenizer": Path(scheme).stem,
+                "loss": tcfg.loss + ("+msl" if tcfg.msl else ""),
+                "alpha": tcfg.alpha if tcfg.loss == "tca" else None, "tau": tcfg.tau,
+                **common, "seed": seed, **{k: v for k, v in metrics.items() if k != "wall_time_s"},
+                "valid_metric": best_valid if math.isfinite(best_valid) else None,
+                "vs_mostpop": _vs(ranks, base_ranks),
+                "selected_on_valid": {**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
+                "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
+                "train_wall_time_s": train_info["wall_time_s"],
+                "train_steps": (train_info.get("history") or [{}])[-1].get("step"),
+                "epochs_run": train_info["epochs_run"], "best_epoch": train_info["best_epoch"],
+                "eval_wall_time_s": metrics.get("wall_time_s"),
+                "model_stage": mdir.name}  # read by semrec.serving / semrec.report
+
+
+def train_popularity(dataset) -> np.ndarray:
+    """(N,) how often each item is a training target of the generative models (`training_examples` "auto"):
+    what MostPop recommends and what the popularity-bias figure measures against."""
+    from semrec.metrics import item_popularity
+    from semrec.models.batching import training_examples
+
+    return item_popularity(training_examples(dataset).targets, dataset.num_items)
+
+
+def table_metrics(protocol: str) -> list[str]:
+    return TABLE_METRICS.get(protocol, TABLE_METRICS["custom"]) + DIAGNOSTICS
+
+
+def _vs(ranks: np.ndarray, base_ranks: np.ndarray) -> dict:
+    from semrec.metrics import paired_gain
+
+    gain, se = paired_gain(ranks, base_ranks, 10)
+    return {"ndcg@10_gain": gain, "se": se}
 
 
 def _data_spec(spec: str) -> str:
@@ -302,38 +386,63 @@ def _teacher_label(name: str) -> str:
 
 
 def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
-    """Mean and std (over seeds) of each metric, per row name, in first-seen order."""
+    """Mean and std (over seeds) of each metric and of the valid metric, per row name, in first-seen order;
+    `above_mostpop`: whether the NDCG@10 gain over MostPop, pooled over seeds, exceeds two standard errors."""
     out = []
     for name in dict.fromkeys(r["name"] for r in rows):
         group = [r for r in rows if r["name"] == name]
         entry = {"name": name, "n_seeds": len(group)}
-        for m in metrics:
+        for m in [*metrics, "valid_metric"]:
             vals = [r[m] for r in group if r.get(m) is not None]
             if vals:
                 entry[m] = float(np.mean(vals))
                 entry[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        vs = [r["vs_mostpop"] for r in group if r.get("vs_mostpop")]
+        if vs and name != "MostPop":
+            gain = float(np.mean([v["ndcg@10_gain"] for v in vs]))
+            se = float(np.sqrt(sum(v["se"] ** 2 for v in vs)) / len(vs))
+            entry["above_mostpop"] = gain > 2 * se
         out.append(entry)
     return out
 
 
+def _cell(s: dict, m: str) -> str:
+    if m not in s:
+        return "-"
+    fmt = "{:.0f}" if m == "distinct_top1" else "{:.4f}"
+    if s["n_seeds"] > 1:
+        return f"{fmt.format(s[m])} ± {fmt.format(s[m + '_std'])}"
+    return fmt.format(s[m])
+
+
 def results_markdown(result: dict) -> str:
-    metrics = TABLE_METRICS[result["protocol"]]
+    metrics = table_metrics(result["protocol"])
+    select = result.get("select_on", "ndcg@10")
     lines = [f"# {result['recipe']}: {result['dataset']} (protocol {result['protocol']}), test split",
              "", f"Seeds {result['seeds']}; commit `{result['commit']}`; {result['machine']}; "
              f"wall time {result['wall_time_s']} s" + (f" (all stages' compute time {result['compute_time_s']} s, "
                                                         "reused stages included)" if "compute_time_s" in result
                                                         else "") + ".", "",
-             "| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+             "| model | " + " | ".join(metrics) + f" | valid {select} |",
+             "|---" * (len(metrics) + 2) + "|"]
+    flagged = []
     for s in result["summary"]:
-        cells = []
-        for m in metrics:
-            if m not in s:
-                cells.append("-")
-            elif s["n_seeds"] > 1:
-                cells.append(f"{s[m]:.4f} ± {s[m + '_std']:.4f}")
-            else:
-                cells.append(f"{s[m]:.4f}")
-        lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
+        name = s["name"]
+        if s.get("above_mostpop") is False:
+            name += " ⚑"
+            flagged.append(s["name"])
+        lines.append(f"| {name} | " + " | ".join(_cell(s, m) for m in [*metrics, "valid_metric"]) + " |")
+    lines += ["", "coverage@10: share of the catalogue in any top-10 list; distinct_top1: distinct first items "
+              "across rows; pop1%@10: share of top-10 slots taken by the 1% most popular items (by training-"
+              "target count)."]
+    if flagged:
+        lines += ["", "⚑ not clearly above MostPop (NDCG@10 gain within two standard errors of the paired "
+                  f"per-row difference): {', '.join(flagged)}."]
+    budget = [r for r in result["rows"] if r.get("train_wall_time_s") is not None]
+    if budget:
+        lines += ["", "Budget per trained model (epochs run, best epoch, optimizer steps, training wall s):", ""]
+        lines += [f"- {r['name']} seed {r['seed']}: {r.get('epochs_run')} epochs (best {r.get('best_epoch')}), "
+                  f"{r.get('train_steps')} steps, {r['train_wall_time_s']:.0f} s" for r in budget]
     sel = [r for r in result["rows"] if r.get("selected_on_valid")]
     if sel:
         lines += ["", "Values chosen on the valid split:", ""]

@@ -12,6 +12,8 @@ LOSSES = ("ntp", "tca", "aux_kl", "label_smoothing")
 class TrainConfig:
     """Training of any GenerativeRecommender.
 
+    optimizer: "adamw" (betas adam_beta1/2) or "adafactor" (torch's Adafactor: factored second moments,
+    as T5 and TIGER were trained); both with `weight_decay` on matrices only and the warmup-cosine schedule.
     loss: "ntp" (cross-entropy), "tca" (Soft-NTP with the Collaborative Tokenizer: alpha, cf_temperature),
     "aux_kl" (NTP + aux_lambda * KL(CF || model) per step), "label_smoothing" (smoothing).
     tau: softmax temperature of the model's logits in the loss; msl: mask logits to the trie-allowed
@@ -22,6 +24,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999

@@ -137,6 +137,8 @@ class Trainer:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
+        if self.cfg.optimizer == "adafactor":
+            return torch.optim.Adafactor(groups, lr=self.cfg.lr)
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2))
 
     def _batches_per_epoch(self) -> int:
