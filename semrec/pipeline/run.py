@@ -157,6 +157,7 @@ class Pipeline:
 
         def build(tmp: Path) -> None:
             self.log(f"[model] training {label}")
+            cpu0 = time.process_time()
             tok = ItemTokenization.from_pretrained(tok_dir / "tokenization", load_quantizer=False)
             model = build_model(spec.model, tok, spec.config, seed=seed)
             teacher = self.load_teacher(teacher_dir) if needs_teacher else None
@@ -167,7 +168,7 @@ class Pipeline:
             write_json(tmp / "train.json", {
                 "label": label, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
                 "best_valid": res.best_metric, "monitor": res.monitor, "stopped_early": res.stopped_early,
-                "wall_time_s": res.wall_time_s, "history": res.history})
+                "wall_time_s": res.wall_time_s, "cpu_time_s": time.process_time() - cpu0, "history": res.history})
 
         d = self._stage("model", config, inputs, build)
         shutil.rmtree(work, ignore_errors=True)
@@ -336,7 +337,7 @@ class Pipeline:
                 "vs_mostpop": _vs(ranks, base_ranks),
                 "selected_on_valid": {**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
                 "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
-                "train_wall_time_s": train_info["wall_time_s"],
+                "train_wall_time_s": train_info["wall_time_s"], "train_cpu_time_s": train_info.get("cpu_time_s"),
                 "train_steps": (train_info.get("history") or [{}])[-1].get("step"),
                 "epochs_run": train_info["epochs_run"], "best_epoch": train_info["best_epoch"],
                 "eval_wall_time_s": metrics.get("wall_time_s"),
@@ -440,9 +441,11 @@ def results_markdown(result: dict) -> str:
                   f"per-row difference): {', '.join(flagged)}."]
     budget = [r for r in result["rows"] if r.get("train_wall_time_s") is not None]
     if budget:
-        lines += ["", "Budget per trained model (epochs run, best epoch, optimizer steps, training wall s):", ""]
+        lines += ["", "Budget per trained model (training includes its validation passes):", ""]
         lines += [f"- {r['name']} seed {r['seed']}: {r.get('epochs_run')} epochs (best {r.get('best_epoch')}), "
-                  f"{r.get('train_steps')} steps, {r['train_wall_time_s']:.0f} s" for r in budget]
+                  f"{r.get('train_steps')} steps, {r['train_wall_time_s']:.0f} s wall"
+                  + (f", {r['train_cpu_time_s']:.0f} CPU s" if r.get("train_cpu_time_s") is not None else "")
+                  for r in budget]
     sel = [r for r in result["rows"] if r.get("selected_on_valid")]
     if sel:
         lines += ["", "Values chosen on the valid split:", ""]
