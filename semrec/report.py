@@ -56,7 +56,7 @@ def load_run(path: str | Path) -> Run:
 # ---------------------------------------------------------------------------------------------- tables
 def results_tables(runs: list[Run]) -> list[dict]:
     """Per (dataset, protocol): {dataset, protocol, metrics, summary (semrec.pipeline.run.summarize)}."""
-    from semrec.pipeline.run import TABLE_METRICS, summarize
+    from semrec.pipeline.run import summarize, table_metrics
 
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
@@ -65,17 +65,9 @@ def results_tables(runs: list[Run]) -> list[dict]:
             groups[key].append(row)
     tables = []
     for (ds, proto), rows in groups.items():
-        metrics = list(TABLE_METRICS.get(proto, TABLE_METRICS["T"]))
+        metrics = table_metrics(proto)
         tables.append({"dataset": ds, "protocol": proto, "metrics": metrics, "summary": summarize(rows, metrics)})
     return tables
-
-
-def _fmt(s: dict, m: str) -> str:
-    if m not in s:
-        return "-"
-    if s["n_seeds"] > 1:
-        return f"{s[m]:.4f} ± {s[m + '_std']:.4f}"
-    return f"{s[m]:.4f}"
 
 
 def alpha_sweep(runs: list[Run]) -> dict[str, list[dict]]:
@@ -304,11 +296,14 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
                   + (f", all stages' compute time {res['compute_time_s']} s" if "compute_time_s" in res else ""))
     md.append("")
 
+    from semrec.pipeline.run import format_cell
+
     md += ["## Results (test split, mean ± std over seeds)", ""]
     for t in results_tables(runs):
         md += [f"### {t['dataset']} (protocol {t['protocol']})", ""]
         md += _md_table(["model", "seeds", *t["metrics"]],
-                        [[s["name"], str(s["n_seeds"]), *[_fmt(s, m) for m in t["metrics"]]] for s in t["summary"]])
+                        [[s["name"], str(s["n_seeds"]), *[format_cell(s, m) for m in t["metrics"]]]
+                         for s in t["summary"]])
         md.append("")
 
     sweep = alpha_sweep(runs)

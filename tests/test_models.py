@@ -202,3 +202,31 @@ def test_training_examples_expand_prefixes_for_protocol_p():
     with pytest.raises(SemrecError, match="training examples 'prefix': expected one of auto, rows, prefixes"):
         training_examples(ds, 2, "prefix")
     assert np.array_equal(ExampleTable.from_examples(ex, 2).histories.numpy(), [[-1, 1], [1, 2], [2, 3], [-1, 4]])
+
+
+def test_decoder_loss_on_every_item_matches_a_token_by_token_reference():
+    tok = semantic_ids(30)
+    model = build_model("decoder", tok, dict(LLAMA_TINY, item_loss="every", dropout=0.0), seed=0)
+    table = ExampleTable.from_examples(examples(4, 30, seed=2), 6)
+    batch = model.collate(table, torch.arange(4))
+    model.eval()
+    with torch.no_grad():
+        plain = model(batch)  # evaluation: target logits only
+    model.train()
+    logits, hist_loss = model(batch)
+    torch.testing.assert_close(logits, plain, atol=1e-5, rtol=1e-5)
+    # reference: each history code token scored alone from the teacher-forced logits of the prompt
+    mask = batch.attention_mask
+    with torch.no_grad():
+        full = model.hf(input_ids=batch.input_ids, attention_mask=mask,
+                        position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    terms = []
+    for r in range(4):
+        for t in range(1, batch.input_ids.shape[1]):
+            tid = int(batch.input_ids[r, t])
+            if mask[r, t] and tid != model.start_id and tid < model.item_vocab_size and tid != model.pad_id:
+                terms.append(-torch.log_softmax(full[r, t - 1], -1)[tid])
+    assert len(terms) > 10
+    torch.testing.assert_close(hist_loss.detach(), torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+    hist_loss.backward()
+    assert model.hf.get_input_embeddings().weight.grad.abs().sum() > 0

@@ -39,14 +39,16 @@ def test_results_table_mean_std_over_seeds(run_dir, report):
     _, _, md, _ = report
     rows = read_json(run_dir / "results.json")["rows"]
     header = _table_row(md, "model")
-    assert header == ["model", "seeds", "hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"]
-    for name in ("SASRec", "TIGER", "TIGER+TCA"):
+    assert header == ["model", "seeds", "hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc",
+                      "coverage@10", "distinct_top1", "pop1%@10"]
+    for name in ("MostPop", "Random", "SASRec", "TIGER", "TIGER+TCA"):
         cells = dict(zip(header, _table_row(md, name)))
         assert cells["seeds"] == "2"
         vals = [r["ndcg@10"] for r in rows if r["name"] == name]
         assert len(vals) == 2
         assert cells["ndcg@10"] == f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
     assert dict(zip(header, _table_row(md, "SASRec")))["cc"] == "-"  # teachers have no CC
+    assert dict(zip(header, _table_row(md, "MostPop")))["distinct_top1"] == "1 ± 0"  # one list for everyone
 
 
 def test_alpha_sweep_table_and_plot(run_dir, report):

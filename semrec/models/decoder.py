@@ -37,6 +37,9 @@ class DecoderConfig:
     max_history: int = 20
     user_buckets: int = 0
     tie_embeddings: bool = True
+    # "every": also learn each history item's codes from what precedes them, in the same pass (GRID's loss
+    # on every item: a causal model learns every next item of a sequence at once); "last": the target only
+    item_loss: Literal["last", "every"] = "last"
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "d_model", "num_heads", "d_ff", "max_history"):
@@ -121,16 +124,30 @@ class DecoderRecommender(GenerativeRecommender):
         """The cache a forward returned (`cache` in recent transformers, `past_key_values` before)."""
         return out["cache"] if "cache" in out else out.past_key_values
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Target logits (B, L, V). In training with `item_loss: every`, also the mean next-token loss
+        over the prompt's history codes (a scalar), from the same pass: returns (logits, history_loss)."""
         tgt = batch.target_tokens
         length = tgt.shape[1]
         tin = tgt[:, :-1]
         tmask = tin != self.pad_id
         ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
         mask = torch.cat([batch.attention_mask, tmask.long()], 1)
+        every = self.training and getattr(self.config, "item_loss", "last") == "every"
         out = self.hf(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                      use_cache=False, return_dict=True, **self._keep_kwarg(length))
-        return out.logits[:, -length:]
+                      use_cache=False, return_dict=True, **({} if every else self._keep_kwarg(length)))
+        if not every:
+            return out.logits[:, -length:]
+        return out.logits[:, -length:], self._history_loss(out.logits, batch.input_ids)
+
+    def _history_loss(self, logits: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each history code token of the prompt (B, S) given the tokens before it."""
+        s = prompt.shape[1]
+        nxt = prompt[:, 1:]
+        is_code = (nxt < self.item_vocab_size) & (nxt != self.pad_id) & (nxt != self.start_id)
+        if not bool(is_code.any()):
+            return logits.new_zeros(())
+        return torch.nn.functional.cross_entropy(logits[:, :s - 1][is_code].float(), nxt[is_code])
 
     def _source_inputs(self, batch: Batch) -> dict:
         """The prompt as model inputs (input_ids; a subclass may pass inputs_embeds)."""

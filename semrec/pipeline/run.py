@@ -407,7 +407,8 @@ def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
     return out
 
 
-def _cell(s: dict, m: str) -> str:
+def format_cell(s: dict, m: str) -> str:
+    """One summary entry's metric as a table cell: mean (± std over seeds), "-" when absent."""
     if m not in s:
         return "-"
     fmt = "{:.0f}" if m == "distinct_top1" else "{:.4f}"
@@ -432,7 +433,7 @@ def results_markdown(result: dict) -> str:
         if s.get("above_mostpop") is False:
             name += " ⚑"
             flagged.append(s["name"])
-        lines.append(f"| {name} | " + " | ".join(_cell(s, m) for m in [*metrics, "valid_metric"]) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_cell(s, m) for m in [*metrics, "valid_metric"]) + " |")
     lines += ["", "coverage@10: share of the catalogue in any top-10 list; distinct_top1: distinct first items "
               "across rows; pop1%@10: share of top-10 slots taken by the 1% most popular items (by training-"
               "target count)."]

@@ -248,9 +248,13 @@ class Trainer:
                 # gradients are all-reduced only on a group's last micro-batch
                 with distributed.no_sync(net, i + 1 < group_start + group):
                     with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        logits = net(batch)
+                        out = net(batch)
+                    # a model may add a loss of its own from the same pass (decoder-only `item_loss: every`)
+                    logits, extra = out if isinstance(out, tuple) else (out, None)
                     loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=index,
                                       tokenizer=tokenizer, item_logits=item_logits)
+                    if extra is not None:
+                        loss = loss + extra
                     lv = float(loss.detach())
                     if world > 1:
                         loss, lv = _global_mean(loss, batch.labels, empty, world)
