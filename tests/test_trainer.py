@@ -149,6 +149,21 @@ def test_other_losses_and_msl_train_a_decoder_on_titles(loss, msl):
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
 
 
+def test_every_item_loss_and_adafactor_train_a_decoder_differently_from_the_defaults():
+    """`item_loss: every` adds the history items' loss to the same step (so the weights differ from the
+    target-only run), with TCA too; Adafactor is a different optimizer on the same batches."""
+    runs = {}
+    for name, mcfg, tcfg in (("last", {}, {}), ("every", {"item_loss": "every"}, {}),
+                             ("adafactor", {}, {"optimizer": "adafactor", "lr": 1e-2})):
+        model = build_model("decoder", TOK, dict(LLAMA_TINY, **mcfg), seed=0)
+        res = Trainer(model, TrainConfig(epochs=2, **{**FAST, **tcfg}, loss="tca"), TRAIN, teacher=teacher()).fit()
+        assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+        runs[name] = (weights(model), res.history[-1]["train_loss"])
+    assert runs["every"][1] > runs["last"][1]  # the extra term is a positive loss on top
+    for other in ("every", "adafactor"):
+        assert any(not torch.equal(runs["last"][0][k], runs[other][0][k]) for k in runs["last"][0])
+
+
 def test_msl_loss_only_sees_trie_allowed_tokens():
     model = build_model("tiger", TOK, TIGER_TINY, seed=0)
     table = ExampleTable.from_examples(TRAIN, 8)
