@@ -178,7 +178,7 @@ def test_refuses_a_checkpoint_for_another_tokenization(tmp_path):
         build_model("tiger", semantic_ids(10), {"d_modle": 8})
 
 
-def test_training_examples_expand_prefixes_for_protocol_p():
+def test_training_examples_auto_is_every_prefix_unless_the_model_learns_every_item():
     import pandas as pd
 
     train = Examples.from_lists([0, 1], [[1, 2, 3], [4]], [5, 6])
@@ -187,15 +187,11 @@ def test_training_examples_expand_prefixes_for_protocol_p():
     ex = training_examples(ds, max_history=2)
     assert [h.tolist() for h in ex.histories()] == [[1], [1, 2], [2, 3], [4]]
     assert ex.targets.tolist() == [2, 3, 5, 6]
-    # "auto": every prefix wherever the train split holds one sequence per user, whatever the protocol
-    ds.protocol = "custom"
-    assert training_examples(ds).targets.tolist() == [2, 3, 5, 6]
-    assert training_examples(ds, 2, "rows") is train
-    # several rows per user (protocol T's fixed-length windows): the rows as given
-    ds.splits["train"] = rows = Examples.from_lists([0, 0], [[1, 2, 3], [2, 3, 5]], [5, 6])
+    # "auto": every prefix whatever the protocol, unless the model learns every item in one pass
     ds.protocol = "T"
-    assert training_examples(ds) is rows
-    ds.splits["train"] = train
+    assert training_examples(ds).targets.tolist() == [2, 3, 5, 6]
+    assert training_examples(ds, every_item=True) is train
+    assert training_examples(ds, 2, "rows") is train
     assert [h.tolist() for h in training_examples(ds, 2, "prefixes").histories()] == [[1], [1, 2], [2, 3], [4]]
     ds.protocol = "P"
     assert training_examples(ds, 2, "rows") is train

@@ -109,6 +109,12 @@ class GenerativeRecommender(nn.Module):
         return int(self.config.max_history)
 
     @property
+    def learns_every_item(self) -> bool:
+        """Whether one training pass over a sequence learns each of its items (then the rows suffice as
+        training examples, see `semrec.models.training_examples`); False: the target item only."""
+        return False
+
+    @property
     def max_target_len(self) -> int:
         return int(self.codes.shape[1])
 

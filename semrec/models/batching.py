@@ -52,18 +52,18 @@ class ExampleTable:
 TRAIN_EXAMPLES = ("auto", "rows", "prefixes")
 
 
-def training_examples(dataset: SeqDataset, max_history: int | None = None, how: str = "auto") -> Examples:
+def training_examples(dataset: SeqDataset, max_history: int | None = None, how: str = "auto", *,
+                      every_item: bool = False) -> Examples:
     """The examples a generative model trains on.
 
     "prefixes": every (seq[:k], seq[k]) of each training row's history + target, history capped at
-    `max_history` (TIGER's samples); "rows": the train rows as given; "auto": prefixes wherever the
-    train split holds one sequence per user (protocol P, leave-one-out and imported data), the rows
-    otherwise (protocol T's many fixed-length rows per user)."""
+    `max_history` (TIGER's samples); "rows": the train rows as given; "auto": every next item of the
+    training sequences once per epoch, whatever the dataset's shape: the prefixes, or the rows for a
+    model that learns every item of a sequence in one pass (`every_item`, e.g. the decoder-only model
+    with `item_loss: every`)."""
     if how not in TRAIN_EXAMPLES:
         raise SemrecError(f"training examples '{how}': expected one of {', '.join(TRAIN_EXAMPLES)}")
-    train = dataset.train
-    one_per_user = len(np.unique(train.users)) == len(train)
-    if how == "prefixes" or (how == "auto" and (dataset.protocol == "P" or one_per_user)):
+    if how == "prefixes" or (how == "auto" and not every_item):
         return dataset.train.expand_prefixes(min_history=1, max_history=max_history)
     return dataset.train
 

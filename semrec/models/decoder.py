@@ -64,6 +64,10 @@ class DecoderRecommender(GenerativeRecommender):
     is_encoder_decoder = False
     source_padding_side = "left"
 
+    @property
+    def learns_every_item(self) -> bool:
+        return getattr(self.config, "item_loss", "last") == "every"
+
     def _max_positions(self) -> int:
         c = self.config
         return 2 + (c.max_history + 1) * self.max_target_len + 8

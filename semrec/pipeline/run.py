@@ -147,8 +147,7 @@ class Pipeline:
         needs_teacher = uses_teacher(tcfg)
         config = {"model": spec.model, "config": spec.config, "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
-        if spec.examples != "auto":  # only when set, so that earlier stages' keys stay valid
-            config["examples"] = spec.examples
+        config["examples"] = spec.examples
         inputs = {"data": self.data_key, "ids": StageCache.key_of(tok_dir)}
         if needs_teacher:
             inputs["teacher"] = StageCache.key_of(teacher_dir)
@@ -161,7 +160,8 @@ class Pipeline:
             tok = ItemTokenization.from_pretrained(tok_dir / "tokenization", load_quantizer=False)
             model = build_model(spec.model, tok, spec.config, seed=seed)
             teacher = self.load_teacher(teacher_dir) if needs_teacher else None
-            train_ex = training_examples(self.dataset, model.max_history, spec.examples)
+            train_ex = training_examples(self.dataset, model.max_history, spec.examples,
+                                         every_item=model.learns_every_item)
             res = Trainer(model, tcfg, train_ex, valid=self.dataset.valid, teacher=teacher, out_dir=work,
                           protocol=self.protocol).fit(resume=True)
             model.save_pretrained(tmp / "model")
@@ -345,12 +345,17 @@ class Pipeline:
 
 
 def train_popularity(dataset) -> np.ndarray:
-    """(N,) how often each item is a training target of the generative models (`training_examples` "auto"):
-    what MostPop recommends and what the popularity-bias figure measures against."""
+    """(N,) how often each item is a target in the training split: what MostPop recommends and what the
+    popularity-bias figure measures against. Where the split holds one sequence per user (protocol P,
+    leave-one-out and imported data) every item after a sequence's first counts; where it holds many
+    fixed-length rows per user (protocol T) the rows' targets count, as each row's history repeats the
+    targets of the rows before it."""
     from semrec.metrics import item_popularity
-    from semrec.models.batching import training_examples
 
-    return item_popularity(training_examples(dataset).targets, dataset.num_items)
+    train = dataset.train
+    if len(np.unique(train.users)) == len(train):
+        train = train.expand_prefixes(min_history=1)
+    return item_popularity(train.targets, dataset.num_items)
 
 
 def table_metrics(protocol: str) -> list[str]:
