@@ -122,7 +122,9 @@ def main() -> None:
     ds = load_builtin("office-t")
     tok = tiger_shaped_codes(ds.num_items)
     # (name, model, test examples, users per call, users by ours, users by generate(), beam widths)
-    setups = [(name, build_model(name, tok, {"max_history": 20}, seed=0), ds.test, args.batch, args.ours_users,
+    # TIGER without its item-recency embeddings: generate() feeds token ids only, so both read the same input
+    configs = {"tiger": {"max_history": 20, "item_positions": False, "eos_anchor": False}, "decoder": {"max_history": 20}}
+    setups = [(name, build_model(name, tok, configs[name], seed=0), ds.test, args.batch, args.ours_users,
                args.baseline_users, (10, 20)) for name in args.models]
     if args.llm:
         from semrec.llm_assets import resolve_backbone

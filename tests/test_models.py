@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_POS, TIGER_RICH, TIGER_TINY, examples,
+from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
                                semantic_ids, titles)
 
 from semrec.data.dataset import Examples, SeqDataset
@@ -41,7 +41,7 @@ def test_compact_and_history_tokens_match_a_python_reference():
 def test_collate_tiger_and_decoder_inputs():
     tok = semantic_ids(30)
     ex = Examples.from_lists([4, 9], [[1, 2, 3], [7]], [5, 6])
-    tiger = build_model("tiger", tok, dict(TIGER_TINY, max_history=2, user_buckets=8), seed=0)
+    tiger = build_model("tiger", tok, dict(TIGER_PLAIN, max_history=2, user_buckets=8), seed=0)
     table = ExampleTable.from_examples(ex, 6)
     b = tiger.collate(table, torch.arange(2))
     c = tok.codes
@@ -86,10 +86,12 @@ def test_teacher_forcing_equals_cached_decoding(name, cfg):
     torch.testing.assert_close(full[real], inc[real], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", [TIGER_RICH, TIGER_POS])
-def test_tiger_encoder_input_options_match_a_python_reference(cfg):
-    """Separators, anchor, user token and each token's item-recency slot, built by hand."""
-    tok = semantic_ids(30)
+@pytest.mark.parametrize("cfg,kind", [(TIGER_RICH, "sid"), (TIGER_TINY, "sid"), (TIGER_TINY, "title"),
+                                      (TIGER_RICH, "title")])
+def test_tiger_encoder_input_options_match_a_python_reference(cfg, kind):
+    """Separators, anchor, user token and each token's item-recency slot, built by hand. Without separators
+    an item starts at its first code level's token (semantic IDs) or after the previous title's EOS."""
+    tok = semantic_ids(30) if kind == "sid" else titles(30)
     model = build_model("tiger", tok, cfg, seed=0)
     hist = torch.tensor([[-1, -1, 3, 7], [5, 0, 19, 2], [-1, -1, -1, 11]])
     table = ExampleTable(hist, torch.tensor([4, 9, 2]), torch.tensor([1, 2, 3]))
@@ -129,14 +131,20 @@ def test_tiger_options_build_what_they_say():
     assert untied.hf.shared.weight.std().item() == pytest.approx(0.1, rel=0.2)
     tied = build_model("tiger", tok, TIGER_TINY, seed=0)
     assert tied.hf.lm_head.weight.data_ptr() == tied.hf.shared.weight.data_ptr()
+    # nothing marks where an item starts: no separator, no EOS, one shared token range for every position
+    from semrec.itemcodes import ItemTokenization
+
+    flat = ItemTokenization(torch.tensor([[3, 4], [5, 3]]), vocab_size=8, pad_id=0, bos_id=None, eos_id=None,
+                            level_offsets=[0, 0], codebook_sizes=[8, 8], scheme="title")
     with pytest.raises(ValueError, match="item_positions needs item_separator"):
-        build_model("tiger", titles(20), TIGER_POS, seed=0)
+        build_model("tiger", flat, TIGER_TINY, seed=0)
+    assert build_model("tiger", flat, dict(TIGER_TINY, item_separator=True), seed=0).separator_id is not None
 
 
 def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
     import json
 
-    model = build_model("tiger", semantic_ids(20), TIGER_TINY, seed=0)
+    model = build_model("tiger", semantic_ids(20), TIGER_PLAIN, seed=0)  # built as before the options
     model.save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     for key in ("item_positions", "item_separator", "eos_anchor", "tie_embeddings", "embedding_init_std"):
@@ -145,7 +153,7 @@ def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
     assert load_model(tmp_path / "m").config == model.config
 
 
-@pytest.mark.parametrize("name,cfg", [*CONFIGS, ("tiger", TIGER_POS)])
+@pytest.mark.parametrize("name,cfg", [*CONFIGS, ("tiger", TIGER_PLAIN)])
 def test_save_load_round_trip(tmp_path, name, cfg):
     tok = semantic_ids(40)
     model = build_model(name, tok, dict(cfg, user_buckets=4), seed=1).eval()

@@ -24,7 +24,11 @@ from semrec.models.batching import Batch, hash_users, history_tokens
 
 @dataclass
 class TigerConfig:
-    """TIGER's published sizes by default (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024)."""
+    """TIGER's published sizes by default (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024).
+
+    The input and regularisation defaults are the winners of recipes/office/tiger_ablation_cpu.yaml
+    (benchmarks/results/office_tiger_ablation_cpu.md): item-recency embeddings with an anchor token and
+    dropout 0; separators, a user token, an untied head and a smaller initialisation did not help there."""
 
     num_layers: int = 4
     num_decoder_layers: int = 4
@@ -32,15 +36,15 @@ class TigerConfig:
     num_heads: int = 6
     d_kv: int = 64
     d_ff: int = 1024
-    dropout: float = 0.1
+    dropout: float = 0.0
     feed_forward_proj: str = "relu"
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     max_history: int = 20  # history items read (the most recent ones)
     user_buckets: int = 0  # 0: no user token; else the user id is hashed into this many tokens
-    item_positions: bool = False  # add a learned item-recency embedding to the encoder's input tokens
+    item_positions: bool = True  # add a learned item-recency embedding to the encoder's input tokens
     item_separator: bool = False  # a separator token after each history item
-    eos_anchor: bool = False  # an anchor token closing the encoder input
+    eos_anchor: bool = True  # an anchor token closing the encoder input
     tie_embeddings: bool = True  # False: an output head of its own (code levels have disjoint token rows)
     embedding_init_std: float = 1.0  # std of the initial token embeddings (T5's default is 1.0)
 
@@ -79,9 +83,9 @@ class TigerRecommender(GenerativeRecommender):
         from transformers import T5Config, T5ForConditionalGeneration
 
         c = self.config
-        if c.item_positions and not c.item_separator and self._level0_range() is None:
+        if c.item_positions and not c.item_separator and self.eos_id is None and self._level0_range() is None:
             raise ValueError("tiger: item_positions needs item_separator with this item tokenization "
-                             "(its first code level does not mark where an item starts)")
+                             "(neither an EOS token nor its first code level marks where an item starts)")
         vocab = self.extra_base + c.user_buckets + int(c.item_separator) + int(c.eos_anchor)
         hf_cfg = T5Config(
             vocab_size=vocab, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.num_layers,
@@ -138,18 +142,23 @@ class TigerRecommender(GenerativeRecommender):
 
     def item_recency(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, S) recency slot of each encoder token: 0 for the anchor (or the most recent item without
-        one), k for the k-th item back, max_history + 1 for the user token; padding gets 0."""
+        one), k for the k-th item back, max_history + 1 for the user token; padding gets 0.
+
+        An item starts at its first code level's token, or after the previous item's separator or EOS."""
         c = self.config
-        if c.item_separator:  # an item ends at its separator: it starts after the previous one
-            sep = input_ids == self.separator_id
-            starts = torch.cat([torch.ones_like(sep[:, :1]), sep[:, :-1]], 1) & ~sep
-            starts = starts & (input_ids != self.anchor_id if c.eos_anchor else True)
+        item = attention_mask > 0
+        if c.user_buckets:
+            item[:, 0] = False
+        if c.eos_anchor:
+            item = item & (input_ids != self.anchor_id)
+        delim = self.separator_id if c.item_separator else self.eos_id
+        if delim is not None:
+            after_delim = torch.cat([torch.ones_like(item[:, :1]), input_ids[:, :-1] == delim], 1)
+            after_other = torch.cat([torch.ones_like(item[:, :1]), ~item[:, :-1]], 1)
+            starts = item & (after_delim | after_other)
         else:
             lo, hi = self._level0_range()
-            starts = (input_ids >= lo) & (input_ids < hi)
-        if c.user_buckets:
-            starts[:, 0] = False
-        starts = starts & (attention_mask > 0)
+            starts = item & (input_ids >= lo) & (input_ids < hi)
         count = starts.long().cumsum(1)  # 1-based index of the item a token belongs to
         rec = starts.long().sum(1, keepdim=True) - count + int(c.eos_anchor)
         if c.eos_anchor:

@@ -137,15 +137,18 @@ class Pipeline:
                                                              log=self.log))
 
     def model(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path, seed: int, sweep: dict) -> Path:
+        from semrec.config import load_config
         from semrec.itemcodes import ItemTokenization
-        from semrec.models import build_model, training_examples
+        from semrec.models import MODELS, build_model, training_examples
         from semrec.training import Trainer
         from semrec.training.losses import uses_teacher
 
         tcfg = train_config(self.recipe, spec, seed=seed, sweep_values=sweep)
         tcfg = dataclasses.replace(tcfg, monitor=self.recipe.eval.select_on, progress=self.progress)
         needs_teacher = uses_teacher(tcfg)
-        config = {"model": spec.model, "config": spec.config, "train": dataclasses.asdict(tcfg)}
+        # the model config with every default filled in: a changed default is a changed model
+        mcfg = load_config(MODELS[spec.model].config_class, spec.config, name=f"model '{spec.name}' config")
+        config = {"model": spec.model, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
         config["examples"] = spec.examples
         inputs = {"data": self.data_key, "ids": StageCache.key_of(tok_dir)}
