@@ -146,7 +146,7 @@ def read_rows(path: str | Path, cfg: RowsConfig) -> pd.DataFrame:
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
             raise SemrecError(f"{path}: {row_where(kind, int(df.index[r]))}: history has {lens[r]} items but "
-                              f"{cfg.length_col} is {df[cfg.length_col].iloc[r]!r}")
+                              f"{cfg.length_col} is {str(df[cfg.length_col].iloc[r])!r}")
     if time_col is not None:
         ts = pd.to_numeric(df[time_col], errors="coerce")
         if ts.isna().any():
