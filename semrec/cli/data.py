@@ -182,11 +182,26 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _amazon(args: argparse.Namespace) -> int:
-    from semrec.data.amazon_raw import AmazonConfig, load_amazon
+    from semrec.data.amazon_raw import AmazonConfig, load_amazon, load_amazon2023
 
+    given = {s: getattr(args, s) for s in ("train", "valid", "test") if getattr(args, s)}
+    if given and args.year != 2023:
+        raise SemrecError("--train/--valid/--test are the Amazon Reviews 2023 benchmark splits: use --year 2023")
+    if given and len(given) < 3:
+        raise SemrecError(f"give all three benchmark splits (--train, --valid, --test); missing "
+                          f"{', '.join('--' + s for s in ('train', 'valid', 'test') if s not in given)}")
+    if given and args.reviews:
+        raise SemrecError("give either --reviews (filtered and split by the options) or the benchmark splits "
+                          "--train/--valid/--test (kept as given), not both")
+    if not given and not args.reviews:
+        raise SemrecError("data amazon: --reviews is required" + (" (or --train/--valid/--test)"
+                                                                 if args.year == 2023 else ""))
     cfg = _config(AmazonConfig, args, PREPARE_KEYS)
     _check_out(args)
-    ds = load_amazon(args.reviews, args.meta, args.year, cfg, name=args.name)
+    if args.year == 2023:
+        ds = load_amazon2023(args.meta, args.reviews, cfg, splits=given or None, name=args.name)
+    else:
+        ds = load_amazon(args.reviews, args.meta, args.year, cfg, name=args.name)
     ds.save_pretrained(args.out, overwrite=args.overwrite)
     _report(ds, args.out)
     return 0
@@ -285,15 +300,21 @@ def register(subparsers) -> None:
     q.set_defaults(func=_export)
 
     q = sub.add_parser(
-        "amazon", help="build a dataset from raw Amazon 2014/2018 review + meta dumps",
+        "amazon", help="build a dataset from raw Amazon 2014/2018/2023 review + meta dumps",
         description="Rebuild a category from the McAuley-lab dumps. 2014: reviews_<Cat>[_5].json.gz + "
-                    "meta_<Cat>.json.gz (Python literals); 2018: <Cat>[_5].json.gz + meta_<Cat>.json.gz (JSON). "
+                    "meta_<Cat>.json.gz (Python literals); 2018: <Cat>[_5].json.gz + meta_<Cat>.json.gz (JSON); "
+                    "2023: <Cat>.jsonl[.gz] + meta_<Cat>.jsonl[.gz] keyed by parent_asin, timestamps in "
+                    "milliseconds, or the official benchmark splits (--train/--valid/--test <Cat>.{train,valid,"
+                    "test}.csv: user_id,parent_asin,rating,timestamp[,history]) kept as given. "
                     "Defaults: 5-core, leave-one-out, items missing from the meta file kept without a title. "
                     "TCA4Rec-like: --kcore 5 --min-user 10 --ascii-only --drop-untitled --window-months 48 "
                     "--split time --min-history 10 --max-history 10 --subsample 10000,5000,5000.")
-    q.add_argument("--reviews", required=True, help="review dump (.json.gz)")
-    q.add_argument("--meta", required=True, help="metadata dump (.json.gz)")
-    q.add_argument("--year", required=True, type=int, choices=[2014, 2018], help="dump format")
+    q.add_argument("--reviews", help="review dump (.json.gz; 2023: .jsonl or .jsonl.gz)")
+    q.add_argument("--meta", required=True, help="metadata dump (.json.gz; 2023: .jsonl or .jsonl.gz)")
+    q.add_argument("--year", required=True, type=int, choices=[2014, 2018, 2023], help="dump format")
+    for split in ("train", "valid", "test"):
+        q.add_argument(f"--{split}", metavar="CSV", help=f"2023 benchmark {split} split (<Cat>.{split}.csv) "
+                                                         "instead of --reviews")
     _add_output(q)
     _add_prepare_options(q, kcore_default=5, unknown_default="keep")
     q.set_defaults(func=_amazon)

@@ -10,9 +10,9 @@ either plain interactions (the file says the split of each event) or rows with a
 Import:
 - no benchmark files: `NAME.inter` is an event log that `semrec.data.events.build_from_events` filters
   and splits (leave-one-out by default), exactly as `semrec data import` does;
-- plain benchmark files: every event keeps its file's split; each valid and test event is an example
-  whose history is all of that user's earlier events (in every file), and each user's train events
-  give one train example (its last train event, after the earlier ones; `expand_prefixes` gives the rest);
+- plain benchmark files: every event keeps its file's split (`semrec.data.given_splits`: each valid and
+  test event is an example whose history is all of that user's earlier events, in every file, and each
+  user's train events give one train example);
 - row benchmark files: one example per row, kept as given (as `semrec data import-rows`, protocol T);
   `NAME.inter`, when present, becomes the interaction log (protocol "custom", as for any imported log), each event labelled with the split whose
   example targets it, else train when it precedes the user's first valid/test target, else none.
@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semrec.data.dataset import SPLITS, Examples, SeqDataset
+from semrec.data.dataset import SPLITS, SeqDataset
 from semrec.data.events import PrepareConfig, build_from_events
+from semrec.data.given_splits import build_from_split_events
 from semrec.data.importer import sniff_separator
 from semrec.data.rows import build_from_rows
 from semrec.data.splits import split_labels
@@ -227,45 +228,6 @@ def _label_log(log: pd.DataFrame, ds: SeqDataset, path: Path) -> pd.DataFrame:
     return out
 
 
-def _examples_from_labelled(ev: pd.DataFrame, split_of: np.ndarray, items: pd.DataFrame | None,
-                            users: list[str] | None, name: str, info: dict) -> SeqDataset:
-    """Plain benchmark files: events with a given split -> examples (see the module docstring)."""
-    ids = _catalogue(items, ev["item"].tolist())
-    item_index = pd.Index(ids["raw_id"].astype(str))
-    item = item_index.get_indexer(ev["item"])
-    if (item < 0).any():
-        r = int(np.flatnonzero(item < 0)[0])
-        raise SemrecError(f"{ev['source'].iloc[r]}: line {int(ev['line'].iloc[r])}: item '{ev['item'].iloc[r]}' "
-                          "is not in the .item file")
-    user_ids = {r: k for k, r in enumerate(users or [])}
-    for x in ev["user"].tolist():
-        user_ids.setdefault(x, len(user_ids))
-    user = np.array([user_ids[x] for x in ev["user"].tolist()], dtype=np.int64)
-    ts = ev["timestamp"].to_numpy(np.int64)
-    order = np.lexsort((np.arange(len(ev)), ts, user))  # within a user: time, then file order
-    user, item, ts, split_of = user[order], item[order], ts[order], split_of[order]
-    lists = {s: ([], [], [], []) for s in SPLITS}
-    bounds = np.r_[0, np.flatnonzero(np.diff(user)) + 1, len(user)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        train_pos = [k for k in range(a, b) if split_of[k] == 0]
-        picks = [("train", train_pos[-1])] if len(train_pos) >= 2 and train_pos[-1] > a else []
-        picks += [(SPLITS[split_of[k]], k) for k in range(a, b) if split_of[k] > 0 and k > a]
-        for s, k in picks:
-            hist = item[a:k] if s != "train" else item[train_pos[:-1]]
-            for lst, v in zip(lists[s], (user[k], hist, item[k], ts[k])):
-                lst.append(v)
-    splits = {s: Examples.from_lists(u, h, t, np.asarray(x, dtype=np.int64)) for s, (u, h, t, x) in lists.items()}
-    inter = pd.DataFrame({"user_id": user, "item_id": item, "timestamp": ts, "split": split_labels(split_of)})
-    for c in ev.columns:
-        if c not in ("user", "item", "timestamp", "source", "line"):
-            inter[c] = ev[c].to_numpy()[order]
-    user_table = pd.DataFrame({"raw_id": pd.Series(list(user_ids), dtype=object)})
-    ds = SeqDataset(name=name, items=ids, splits=splits, users=user_table, protocol="custom", info=info,
-                    interactions=inter)
-    ds.validate()
-    return ds
-
-
 def load_recbole(prefix: str | Path, cfg: RecBoleConfig | None = None, *, name: str | None = None) -> SeqDataset:
     """Read DIR/NAME.{inter,item,user} and, when present, the benchmark files (see the module docstring)."""
     cfg = cfg or RecBoleConfig()
@@ -313,7 +275,8 @@ def load_recbole(prefix: str | Path, cfg: RecBoleConfig | None = None, *, name: 
             parts.append(ev)
         ev = pd.concat(parts, ignore_index=True)
         split_of = ev.pop("split_code").to_numpy(np.int64)
-        ds = _examples_from_labelled(ev, split_of, items, users, name, info)
+        ds = build_from_split_events(ev, split_of, _catalogue(items, ev["item"].tolist()), name=name,
+                                     items_source=str(folder / f"{base}.item"), users=users, info=info)
     if user_table is not None:
         extra = user_table.set_index("raw_id")
         feats = extra.reindex(ds.users["raw_id"].astype(str))
