@@ -26,13 +26,13 @@ def sid(i: int) -> str:
     return f"<a_{i % 4}><b_{i % 3}><c_{i}>"
 
 
-def write_minionerec(tmp_path, rows_by_split):
+def write_minionerec(tmp_path, rows_by_split, stem="Industrial_5_2016-10-2018-11"):
     """MiniOneRec's exact CSV layout (list literals of titles, ids and SIDs) + its item.json."""
     (tmp_path / "Industrial.item.json").write_text(json.dumps(
         {str(i): {"title": t, "description": f"A {t.lower()}."} for i, t in enumerate(TITLES)}, indent=4))
     paths = {}
     for split, rows in rows_by_split.items():
-        p = tmp_path / f"Industrial_5_2016-10-2018-11.{split}.csv"
+        p = tmp_path / f"{stem}.{split}.csv"
         with open(p, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(HEADER)
