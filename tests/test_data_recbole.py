@@ -178,3 +178,14 @@ def test_separators_sniffed_per_file(tmp_path, capsys):
                str(tmp_path / "movies.item"), "--sep", ",", "--user-col", "user", "--out", str(tmp_path / "bad")])
     assert rc == 2 and "no column 'user'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_docs_example_recipe_and_scheme_load():
+    """docs/recbole_example.md's recipe and scheme are valid (the data directory is made by its first command)."""
+    from semrec.pipeline import load_recipe
+    from semrec.quantizers.schemes import load_scheme
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    recipe = load_recipe(docs / "ml_mini_tiger_tca.yaml")
+    assert recipe.data == "data_dirs/ml-mini" and all(m.examples == "prefixes" for m in recipe.models)
+    assert load_scheme(recipe.resolve_path(recipe.tokenizer)).quantizer["codebook_sizes"] == [8, 8, 8]
