@@ -214,11 +214,10 @@ def export_codes(tok: ItemTokenization, out: str | Path, raw_ids: list[str] | No
             np.save(f, raw.astype(np.int64), allow_pickle=False)
         return out
     with atomic_file(out, "w") as f:
-        if fmt == "index-json":
-            json.dump({k: [f"<{_letter(l)}_{int(c)}>" for l, c in enumerate(row)] for k, row in zip(keys, raw)},
-                      f, indent=1)
-        elif fmt == "json":
-            json.dump({k: [int(c) for c in row] for k, row in zip(keys, raw)}, f, indent=1)
+        if fmt in ("index-json", "json"):  # one item per line
+            rows = ([f"<{_letter(l)}_{int(c)}>" for l, c in enumerate(row)] if fmt == "index-json"
+                    else [int(c) for c in row] for row in raw)
+            f.write("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(r)}" for k, r in zip(keys, rows)) + "\n}\n")
         else:
             w = csv.writer(f, delimiter="\t" if out.name.lower().endswith(".tsv") else ",")
             w.writerow(["item_id", *[f"code_{l}" for l in range(levels)]])
