@@ -364,7 +364,8 @@ CASES: list[Case] = [
          lambda ws: ["data", "export", "--data", str(ws.dataset), "--recbole", str(ws.root / "data" / "x")],
          "already exists (pass --overwrite to replace it)"),
     # ---- semantic IDs made elsewhere
-    Case("tokenize --from-codes", "an item has no codes", lambda ws: _from_codes(ws, "x.index.json", _index_json(drop=7)),
+    Case("tokenize --from-codes", "an item has no codes",
+         lambda ws: _from_codes(ws, "x.index.json", _index_json(drop=7)),
          "1 of the dataset's 40 items have no codes, e.g. raw id 'A0007'"),
     Case("tokenize --from-codes", "ragged levels",
          lambda ws: _from_codes(ws, "x.index.json", _index_json({3: ["<a_3>", "<b_0>", "<c_1>"]})),

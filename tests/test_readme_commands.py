@@ -98,7 +98,8 @@ def write_inputs(root: Path) -> dict[str, Path]:
     write_benchmark(root)
     (root / "dataset" / "ml-100k").mkdir(parents=True)
     for ext in ("inter", "item", "user"):
-        shutil.copy(FIXTURES / "recbole" / "ml-mini" / f"ml-mini.{ext}", root / "dataset" / "ml-100k" / f"ml-100k.{ext}")
+        shutil.copy(FIXTURES / "recbole" / "ml-mini" / f"ml-mini.{ext}",
+                    root / "dataset" / "ml-100k" / f"ml-100k.{ext}")
     write_minionerec(root, ROWS, stem="Industrial")
     (root / "Industrial.index.json").write_text(json.dumps(
         {str(i): [f"<a_{i % 3}>", f"<b_{i % 4}>", f"<c_{i}>"] for i in range(10)}))

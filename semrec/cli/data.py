@@ -86,8 +86,8 @@ PREPARE_KEYS = ("min_user_interactions", "min_item_interactions", "min_rating", 
 RECBOLE_KEYS = ("user_col", "item_col", "time_col", "title_col", "sep", "items_sep")
 ROWS_KEYS = ("user_col", "history_col", "target_col", "time_col", "length_col", "list_format", "list_sep", "sep",
              "items_sep", "items_id_col", "title_col", "text_cols")
-IMPORT_KEYS = ("user_col", "item_col", "time_col", "sep", "items_sep", "keep_cols", "rating_col", "items_id_col", "title_col",
-               "text_cols")
+IMPORT_KEYS = ("user_col", "item_col", "time_col", "sep", "items_sep", "keep_cols", "rating_col", "items_id_col",
+               "title_col", "text_cols")
 
 
 def _config(cls, args: argparse.Namespace, keys: tuple[str, ...]):

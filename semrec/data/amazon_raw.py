@@ -291,8 +291,8 @@ def read_amazon2023_splits(paths: dict[str, str | Path]) -> tuple[pd.DataFrame, 
             raise SemrecError(f"{path}: cannot parse CSV ({str(e).strip().splitlines()[-1]})") from None
         missing = [c for c in SPLIT_COLUMNS_2023 if c not in df.columns]
         if missing:
-            raise SemrecError(f"{path}: missing column(s) {', '.join(missing)} (Amazon Reviews 2023 benchmark "
-                              f"files have user_id,parent_asin,rating,timestamp[,history]; has: {', '.join(df.columns)})")
+            raise SemrecError(f"{path}: missing column(s) {', '.join(missing)} (Amazon Reviews 2023 benchmark files "
+                              f"have user_id,parent_asin,rating,timestamp[,history]; has: {', '.join(df.columns)})")
         for c in ("user_id", "parent_asin", "timestamp"):
             na = df[c].isna().to_numpy()
             if na.any():

@@ -14,7 +14,8 @@ Import:
   test event is an example whose history is all of that user's earlier events, in every file, and each
   user's train events give one train example);
 - row benchmark files: one example per row, kept as given (as `semrec data import-rows`, protocol T);
-  `NAME.inter`, when present, becomes the interaction log (protocol "custom", as for any imported log), each event labelled with the split whose
+  `NAME.inter`, when present, becomes the interaction log (protocol "custom", as for any imported
+  log), each event labelled with the split whose
   example targets it, else train when it precedes the user's first valid/test target, else none.
 Items are the `.item` rows in file order (item i = row i) with the first token_seq field whose name
 contains "title" (else the first token_seq field) as the title and the other fields kept as text;
@@ -126,7 +127,8 @@ def _read_items(path: Path, cfg: RecBoleConfig) -> tuple[pd.DataFrame, dict[str,
     _need(types, cfg.item_col, path, "--item-col")
     _no_missing(df, cfg.item_col, path)
     seq_fields = [f for f, t in types.items() if t == "token_seq" and f != cfg.item_col]
-    title = cfg.title_col or next((f for f in seq_fields if "title" in f.lower()), seq_fields[0] if seq_fields else None)
+    titled = [f for f in seq_fields if "title" in f.lower()]
+    title = cfg.title_col or (titled or seq_fields or [None])[0]
     if title is not None:
         _need(types, title, path, "--title-col")
     ids = df[cfg.item_col].astype(str)
