@@ -66,6 +66,8 @@ def test_import_movielens_atomic_files():
     assert set(ds.users.columns) == {"raw_id", "age", "gender", "occupation", "zip_code"}
     assert sorted(ds.interactions["rating"].unique().tolist()) == sorted(raw_log()["rating"].unique().tolist())
     assert ds.info["recbole"]["item"]["fields"]["class"] == "token_seq"
+    # RecBole's own layout names the folder: dataset/ml-mini/ml-mini.inter
+    same_dataset(ds, load_recbole(FIXTURE))
 
 
 def test_export_import_round_trip(tmp_path):

@@ -241,7 +241,8 @@ def register(subparsers) -> None:
     q.add_argument("--items", help="items file (.csv, .tsv, .jsonl, .jsonl.gz, .parquet)")
     q.add_argument("--recbole", metavar="DIR/NAME",
                    help="RecBole atomic files instead: NAME.inter (field:type headers), NAME.item and NAME.user "
-                        "when present; NAME.train/valid/test.inter benchmark files keep their splits")
+                        "when present; NAME.train/valid/test.inter benchmark files keep their splits (a folder "
+                        "DIR/NAME holding NAME.inter works too)")
     _add_output(q)
     c = q.add_argument_group("columns")
     c.add_argument("--user-col", help="user column / RecBole field (default user_id)")

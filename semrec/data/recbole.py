@@ -7,7 +7,8 @@ space-separated). Benchmark splits come as `NAME.train.inter`, `NAME.valid.inter
 either plain interactions (the file says the split of each event) or rows with an item list field
 (`item_id_list:token_seq`, the history, next to `item_id:token`, the target).
 
-Import:
+`DIR/NAME` names the files; a folder `DIR/NAME/` holding `NAME.inter` (RecBole's own layout) is
+accepted too. Import:
 - no benchmark files: `NAME.inter` is an event log that `semrec.data.events.build_from_events` filters
   and splits (leave-one-out by default), exactly as `semrec data import` does;
 - plain benchmark files: every event keeps its file's split (`semrec.data.given_splits`: each valid and
@@ -234,6 +235,8 @@ def load_recbole(prefix: str | Path, cfg: RecBoleConfig | None = None, *, name: 
     """Read DIR/NAME.{inter,item,user} and, when present, the benchmark files (see the module docstring)."""
     cfg = cfg or RecBoleConfig()
     prefix = Path(prefix)
+    if prefix.is_dir():  # RecBole's own layout: DIR/NAME/NAME.inter
+        prefix = prefix / prefix.name
     if prefix.suffix in (".inter", ".item", ".user"):
         prefix = prefix.with_suffix("")
     base = prefix.name
