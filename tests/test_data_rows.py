@@ -94,6 +94,17 @@ def test_split_lists_of_raw_ids(tmp_path):
     assert ds.train.history(1).tolist() == [1, 2, 3] and ds.items["raw_id"][3] == "B03"
 
 
+def test_parquet_rows_with_real_lists(tmp_path):
+    import pandas as pd
+
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(TITLES)))
+    for s, rows in ROWS.items():
+        pd.DataFrame({"user_id": [u for u, _, _ in rows], "history_item_id": [h for _, h, _ in rows],
+                      "item_id": [t for _, _, t in rows]}).to_parquet(tmp_path / f"{s}.parquet")
+    ds = import_rows(*(tmp_path / f"{s}.parquet" for s in SPLITS), tmp_path / "items.csv")
+    assert [h.tolist() for h in ds.valid.histories()] == [h for _, h, _ in ROWS["valid"]]
+
+
 @pytest.mark.parametrize("bad_row, expect", [
     ((0, [1, 42], 3), r"train.csv: line 3: history item '42' is not in .*item.json"),
     ((0, [1, 2], 77), r"train.csv: line 3: target item '77' is not in"),

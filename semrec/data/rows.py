@@ -60,6 +60,8 @@ def parse_list(cell, cfg: RowsConfig) -> list[str] | None:
     """One history cell -> raw item ids, or None when it is not a list in the configured format."""
     if cell is None or (isinstance(cell, float) and np.isnan(cell)):
         return []
+    if isinstance(cell, (list, tuple, np.ndarray)):  # Parquet / JSON lines hold real lists
+        return [raw_id(x) for x in (cell.tolist() if isinstance(cell, np.ndarray) else cell)]
     s = str(cell).strip()
     if cfg.list_format == "split":
         return s.split(cfg.list_sep) if cfg.list_sep is not None else s.split()
