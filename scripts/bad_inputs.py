@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import shutil
 import sys
 import tempfile
@@ -221,6 +222,47 @@ def _model_file(ws: Workspace, rel: str, how: str) -> Path:
     return ws.broken_copy(ws.run, f"stages/{stage}/{rel}", how)
 
 
+RB_INTER = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+    f"{u}\t{(u + k) % 4}\t{100 * k + u}\n" for u in range(4) for k in range(4))
+ROWS_ITEMS = "item_id,title\n" + "".join(f"{k},Item {k}\n" for k in range(4))
+ROWS_OK = 'user_id,history_item_id,item_id\n0,"[0, 1]",2\n1,"[1]",3\n'
+B23 = "user_id,parent_asin,rating,timestamp\nAGKH,B01,5.0,1588687728923\n"
+META23 = '{"main_category": "All Beauty", "title": "Leather Conditioner", "parent_asin": "B01"}\n'
+
+
+def _recbole(ws: Workspace, files: dict[str, str], *flags: str) -> list[str]:
+    """RecBole files DIR/x.<ext> written from `files` ({ext: text}); argv of `data import --recbole DIR/x`."""
+    folder = ws.path("rb")
+    folder.mkdir(parents=True)
+    for ext, text in files.items():
+        (folder / f"x.{ext}").write_text(text)
+    return ["data", "import", "--recbole", str(folder / "x"), "--out", str(ws.path("out")), *flags]
+
+
+def _rows(ws: Workspace, train: str, *flags: str) -> list[str]:
+    return ["data", "import-rows", "--train", ws.write("train.csv", train), "--valid", ws.write("valid.csv", ROWS_OK),
+            "--test", ws.write("test.csv", ROWS_OK), "--items", ws.write("items.csv", ROWS_ITEMS),
+            "--out", str(ws.path("out")), *flags]
+
+
+def _amazon23(ws: Workspace, valid: str, *, test: bool = True) -> list[str]:
+    argv = ["data", "amazon", "--year", "2023", "--meta", ws.write("meta_All_Beauty.jsonl", META23),
+            "--train", ws.write("All_Beauty.train.csv", B23), "--valid", ws.write("All_Beauty.valid.csv", valid)]
+    return argv + (["--test", ws.write("All_Beauty.test.csv", B23)] if test else []) + ["--out", str(ws.path("o"))]
+
+
+def _from_codes(ws: Workspace, name: str, content: str, *flags: str) -> list[str]:
+    """`tokenize --from-codes` on the 40-item dataset (raw ids A0000..A0039)."""
+    return ["tokenize", "--data", str(ws.dataset), "--from-codes", ws.write(name, content), "--out",
+            str(ws.path("tok")), *flags]
+
+
+def _index_json(codes: dict[int, list[str]] | None = None, drop: int | None = None) -> str:
+    table = {f"A{i:04d}": [f"<a_{i % 4}>", f"<b_{i // 4}>"] for i in range(40) if i != drop}
+    table.update({f"A{i:04d}": c for i, c in (codes or {}).items()})
+    return json.dumps(table)
+
+
 CASES: list[Case] = [
     # ---- data import / stats
     Case("data import", "interactions file lacks a column (header says `userid`)",
@@ -280,6 +322,72 @@ CASES: list[Case] = [
     Case("tokenize", "scheme file does not exist",
          lambda ws: ["tokenize", "--data", str(ws.dataset), "--out", str(ws.path("tok")), "--scheme",
                      str(ws.path("nope.yaml"))], "nope.yaml"),
+    # ---- RecBole atomic files, row datasets, Amazon Reviews 2023, export
+    Case("data import --recbole", "header fields without their `:type`",
+         lambda ws: _recbole(ws, {"inter": RB_INTER.replace(":token", "").replace(":float", "")}),
+         "header field 'user_id' is not 'name:type'"),
+    Case("data import --recbole", "unknown field type (`tokn`)",
+         lambda ws: _recbole(ws, {"inter": RB_INTER.replace("item_id:token", "item_id:tokn")}),
+         "has type 'tokn'; RecBole types are token, token_seq, float, float_seq"),
+    Case("data import --recbole", "only two of the three benchmark files",
+         lambda ws: _recbole(ws, {"train.inter": RB_INTER, "test.inter": RB_INTER}),
+         "benchmark split files come in threes; missing"),
+    Case("data import --recbole", "no NAME.inter and no benchmark files", lambda ws: _recbole(ws, {}),
+         "x.inter: no such file"),
+    Case("data import --recbole", "a float field holds text",
+         lambda ws: _recbole(ws, {"inter": RB_INTER.replace("\t301\n", "\tlater\n")}),
+         "timestamp 'later' is not a number"),
+    Case("data import --recbole", "--recbole and --interactions together",
+         lambda ws: _recbole(ws, {"inter": RB_INTER}, "--interactions", "log.csv"),
+         "--recbole reads DIR/NAME.inter/.item/.user itself"),
+    Case("data import-rows", "history names an item missing from the items file",
+         lambda ws: _rows(ws, ROWS_OK.replace("[0, 1]", "[0, 9]")), "line 2: history item '9' is not in"),
+    Case("data import-rows", "empty history", lambda ws: _rows(ws, ROWS_OK.replace("[0, 1]", "[]")),
+         "line 2: empty history in column history_item_id"),
+    Case("data import-rows", "malformed list literal", lambda ws: _rows(ws, ROWS_OK.replace("[0, 1]", "[0, 1")),
+         "line 2: column history_item_id: not a list literal: '[0, 1'"),
+    Case("data import-rows", "stated history length disagrees (`--length-col n`)",
+         lambda ws: _rows(ws, 'user_id,history_item_id,item_id,n\n0,"[0, 1]",2,3\n', "--length-col", "n"),
+         "line 2: history has 2 items but n is '3'"),
+    Case("data import-rows", "history column misnamed",
+         lambda ws: _rows(ws, ROWS_OK.replace("history_item_id", "history")),
+         "no column 'history_item_id'"),
+    Case("data amazon --year 2023", "benchmark split without parent_asin",
+         lambda ws: _amazon23(ws, B23.replace("parent_asin", "asin")),
+         "missing column(s) parent_asin"),
+    Case("data amazon --year 2023", "benchmark timestamp is not a number",
+         lambda ws: _amazon23(ws, B23.replace("1588687728923", "May 2020")),
+         "timestamp 'May 2020' is not a number (milliseconds)"),
+    Case("data amazon --year 2023", "--test missing", lambda ws: _amazon23(ws, B23, test=False),
+         "give all three benchmark splits (--train, --valid, --test); missing --test"),
+    Case("data export", "RecBole output directory already exists",
+         lambda ws: ["data", "export", "--data", str(ws.dataset), "--recbole", str(ws.root / "data" / "x")],
+         "already exists (pass --overwrite to replace it)"),
+    # ---- semantic IDs made elsewhere
+    Case("tokenize --from-codes", "an item has no codes",
+         lambda ws: _from_codes(ws, "x.index.json", _index_json(drop=7)),
+         "1 of the dataset's 40 items have no codes, e.g. raw id 'A0007'"),
+    Case("tokenize --from-codes", "ragged levels",
+         lambda ws: _from_codes(ws, "x.index.json", _index_json({3: ["<a_3>", "<b_0>", "<c_1>"]})),
+         "ragged levels: item 'A0000' has 2 codes but item 'A0003' has 3"),
+    Case("tokenize --from-codes", "token of the wrong level (`<c_1>` second)",
+         lambda ws: _from_codes(ws, "x.index.json", _index_json({5: ["<a_1>", "<c_1>"]})),
+         "item 'A0005': token '<c_1>' at position 2 should be level 'b'"),
+    Case("tokenize --from-codes", "code out of range (`--codebook-sizes 4`)",
+         lambda ws: _from_codes(ws, "codes.json", json.dumps({f"A{i:04d}": [i % 4, i] for i in range(40)}),
+                                "--codebook-sizes", "4"),
+         "item 'A0004': code 4 at level 2 is out of range 0..3 (codebook size 4)"),
+    Case("tokenize --from-codes", "collisions with `--collisions error`",
+         lambda ws: _from_codes(ws, "x.index.json", _index_json({9: ["<a_0>", "<b_0>"]}), "--collisions", "error"),
+         "items share their codes with another item"),
+    Case("tokenize --from-codes", "unknown file format (`codes.txt`)", lambda ws: _from_codes(ws, "codes.txt", "1 2\n"),
+         "unknown codes format"),
+    Case("tokenize --export", "output name of no codes format (`codes.txt`)", lambda ws: [
+        "tokenize", "--export", str(ws.run_stage(ws.run, "ids") / "tokenization"), "--out", str(ws.path("codes.txt"))],
+         "unknown codes format (expected *.index.json"),
+    Case("tokenize --export", "directory is not an item tokenization", lambda ws: [
+        "tokenize", "--export", str(ws.dataset), "--out", str(ws.path("codes.index.json"))],
+         "tokenization.json: no such file"),
     # ---- run
     Case("run", "recipe has an unknown key (`trian`)", lambda ws: ["run", ws.recipe_with(trian={}), "--out",
                                                                    str(ws.path("out"))],

@@ -42,7 +42,7 @@ FORMAT = "semrec-item-tokenization"
 FORMAT_VERSION = 1
 SID_SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
 SID_PAD, SID_BOS, SID_EOS = 0, 1, 2
-SID_SCHEMES = ("rqkmeans", "rqvae", "letter")
+SID_SCHEMES = ("rqkmeans", "rqvae", "letter", "external")  # external: semrec.external_codes
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 

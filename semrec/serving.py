@@ -5,8 +5,11 @@
     # -> [[{"item_id": 311, "raw_id": "B00006IFHD", "title": "...", "score": -2.31}, ...], ...]
 
 History entries are item ids (ints, or strings of digits), raw ids, or titles. Titles match exactly
-(case and spacing ignored), then by words (every word of the query in the title), then by difflib
-similarity; several candidates or none give a SemrecError naming them. Scores are the beam search's
+(case, spacing and HTML entities ignored), then as the whole title typed without its punctuation (the
+same words in the same order), then by words (every word of the query in the title), then by difflib
+similarity; an earlier tier always wins, so a user who types a whole title gets that item even when
+longer titles contain it. Several candidates in one tier (items sharing a title, or a partial title
+matching many) or none give a SemrecError naming them. Scores are the beam search's
 sums of token log-probabilities (higher is better), decoded with the trie constraint so every result is
 a catalogue item. Users are anonymous (user id 0 for models with a hashed user token).
 """
@@ -14,6 +17,7 @@ a catalogue item. Users are anonymous (user id 0 for models with a hashed user t
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,8 @@ _WORD = re.compile(r"[0-9a-z]+")
 
 
 def normalize_title(s: str) -> str:
-    """Case-folded, whitespace-collapsed title (the key of exact matching)."""
-    return " ".join(str(s).casefold().split())
+    """Case-folded, HTML-unescaped, whitespace-collapsed title (the key of exact matching)."""
+    return " ".join(html.unescape(str(s)).casefold().split())
 
 
 def _words(s: str) -> set[str]:
@@ -48,6 +52,9 @@ class ItemResolver:
                 self._by_title.setdefault(normalize_title(t), []).append(i)
         self._norm = list(self._by_title)
         self._word_sets = [_words(t) for t in self._norm]
+        self._by_word_seq: dict[tuple[str, ...], list[int]] = {}
+        for t, ids in self._by_title.items():
+            self._by_word_seq.setdefault(tuple(_WORD.findall(t)), []).extend(ids)
 
     def _describe(self, ids: list[int]) -> str:
         shown = "; ".join(f"{i} ({self.titles[i]!r})" for i in ids[: self.max_candidates])
@@ -79,6 +86,13 @@ class ItemResolver:
                 raise SemrecError(f"title {text!r} is ambiguous: {len(exact)} items share it: "
                                   f"{self._describe(exact)}; give an item id instead")
             return exact[0]
+        same_words = self._by_word_seq.get(tuple(_WORD.findall(key)))
+        if same_words:
+            if len(same_words) > 1:
+                ids = sorted(same_words)
+                raise SemrecError(f"title {text!r} is ambiguous: {len(ids)} items have these words in this order: "
+                                  f"{self._describe(ids)}; give the exact title or an item id")
+            return same_words[0]
         return self._fuzzy(text, key)
 
     def _fuzzy(self, text: str, key: str) -> int:

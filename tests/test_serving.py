@@ -99,6 +99,26 @@ def test_title_lookup_exact_fuzzy_ambiguous_unknown(rec):
         r.resolve(-1)
 
 
+def test_whole_title_wins_over_longer_titles_and_real_ambiguity_stays():
+    from semrec.serving import ItemResolver
+
+    titles = ["Post-it Super Sticky Notes, 3 in x 3 in, Assorted",
+              "Post-it Super Sticky Notes, 3 in x 3 in, Assorted, 12 Pads",
+              "Post-it Super Sticky Notes, 3&quot; x 3&quot;, Canary Yellow",
+              "Post-it Super Sticky Notes, 4 in x 6 in, Lined",
+              "Stapler", "Stapler", "Pen, Blue", "Pen (Blue)"]
+    r = ItemResolver([f"A{i}" for i in range(len(titles))], titles)
+    assert r.resolve("Post-it Super Sticky Notes, 3 in x 3 in, Assorted") == 0  # exact, though item 1 contains it
+    assert r.resolve("post-it super sticky notes 3 in x 3 in assorted") == 0  # same words, same order
+    assert r.resolve('Post-it Super Sticky Notes, 3" x 3", Canary Yellow') == 2  # HTML entities in the catalogue
+    with pytest.raises(SemrecError, match=r"'Post-it Super Sticky Notes' is ambiguous: 4 items match"):
+        r.resolve("Post-it Super Sticky Notes")  # a partial title matching many: still an error
+    with pytest.raises(SemrecError, match=r"'stapler' is ambiguous: 2 items share it"):
+        r.resolve("stapler")  # two items with one title: real ambiguity
+    with pytest.raises(SemrecError, match=r"'pen blue' is ambiguous: 2 items have these words in this order"):
+        r.resolve("pen blue")
+
+
 def test_bad_histories(rec):
     with pytest.raises(SemrecError, match="empty history"):
         rec.recommend([[]])

@@ -83,8 +83,11 @@ def _add_prepare_options(p: argparse.ArgumentParser, *, kcore_default: int, unkn
 PREPARE_KEYS = ("min_user_interactions", "min_item_interactions", "min_rating", "window_months", "drop_duplicates",
                 "unknown_items", "drop_untitled", "title_ascii_only", "title_max_len", "title_html_unescape",
                 "split", "ratios", "min_history", "max_history", "subsample", "seed")
-IMPORT_KEYS = ("user_col", "item_col", "time_col", "sep", "keep_cols", "rating_col", "items_id_col", "title_col",
-               "text_cols")
+RECBOLE_KEYS = ("user_col", "item_col", "time_col", "title_col", "sep", "items_sep")
+ROWS_KEYS = ("user_col", "history_col", "target_col", "time_col", "length_col", "list_format", "list_sep", "sep",
+             "items_sep", "items_id_col", "title_col", "text_cols")
+IMPORT_KEYS = ("user_col", "item_col", "time_col", "sep", "items_sep", "keep_cols", "rating_col", "items_id_col",
+               "title_col", "text_cols")
 
 
 def _config(cls, args: argparse.Namespace, keys: tuple[str, ...]):
@@ -133,20 +136,72 @@ def _prepare(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from semrec.data.importer import ImportConfig, import_dataset
 
-    cfg = _config(ImportConfig, args, PREPARE_KEYS + IMPORT_KEYS)
-    _check_out(args)
-    ds = import_dataset(args.interactions, args.items, cfg, name=args.name)
+    if args.recbole is not None:
+        if args.interactions or args.items:
+            raise SemrecError("--recbole reads DIR/NAME.inter/.item/.user itself: drop --interactions/--items")
+        from semrec.data.recbole import RecBoleConfig, load_recbole
+
+        cfg = _config(RecBoleConfig, args, PREPARE_KEYS + RECBOLE_KEYS)
+        _check_out(args)
+        ds = load_recbole(args.recbole, cfg, name=args.name)
+    else:
+        missing = [f for f, v in (("--interactions", args.interactions), ("--items", args.items)) if not v]
+        if missing:
+            raise SemrecError(f"data import: give {' and '.join(missing)} (or --recbole DIR/NAME)")
+        cfg = _config(ImportConfig, args, PREPARE_KEYS + IMPORT_KEYS)
+        _check_out(args)
+        ds = import_dataset(args.interactions, args.items, cfg, name=args.name)
     ds.save_pretrained(args.out, overwrite=args.overwrite)
     _report(ds, args.out)
     return 0
 
 
-def _amazon(args: argparse.Namespace) -> int:
-    from semrec.data.amazon_raw import AmazonConfig, load_amazon
+def _import_rows(args: argparse.Namespace) -> int:
+    from semrec.data.rows import RowsConfig, import_rows
 
+    cfg = _config(RowsConfig, args, ROWS_KEYS)
+    _check_out(args)
+    ds = import_rows(args.train, args.valid, args.test, args.items, cfg, name=args.name)
+    ds.save_pretrained(args.out, overwrite=args.overwrite)
+    _report(ds, args.out)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from semrec.data.builtin import resolve_dataset
+    from semrec.data.recbole import export_recbole
+
+    folder = Path(args.recbole).parent
+    if folder.exists() and not args.overwrite:
+        raise SemrecError(f"{folder}: already exists (pass --overwrite to replace it)")
+    ds = resolve_dataset(args.data)
+    prefix = export_recbole(ds, args.recbole, overwrite=args.overwrite)
+    names = sorted(p.name for p in prefix.parent.iterdir())
+    print(f"wrote {prefix.parent}: {', '.join(names)}")
+    return 0
+
+
+def _amazon(args: argparse.Namespace) -> int:
+    from semrec.data.amazon_raw import AmazonConfig, load_amazon, load_amazon2023
+
+    given = {s: getattr(args, s) for s in ("train", "valid", "test") if getattr(args, s)}
+    if given and args.year != 2023:
+        raise SemrecError("--train/--valid/--test are the Amazon Reviews 2023 benchmark splits: use --year 2023")
+    if given and len(given) < 3:
+        raise SemrecError(f"give all three benchmark splits (--train, --valid, --test); missing "
+                          f"{', '.join('--' + s for s in ('train', 'valid', 'test') if s not in given)}")
+    if given and args.reviews:
+        raise SemrecError("give either --reviews (filtered and split by the options) or the benchmark splits "
+                          "--train/--valid/--test (kept as given), not both")
+    if not given and not args.reviews:
+        raise SemrecError("data amazon: --reviews is required" + (" (or --train/--valid/--test)"
+                                                                 if args.year == 2023 else ""))
     cfg = _config(AmazonConfig, args, PREPARE_KEYS)
     _check_out(args)
-    ds = load_amazon(args.reviews, args.meta, args.year, cfg, name=args.name)
+    if args.year == 2023:
+        ds = load_amazon2023(args.meta, args.reviews, cfg, splits=given or None, name=args.name)
+    else:
+        ds = load_amazon(args.reviews, args.meta, args.year, cfg, name=args.name)
     ds.save_pretrained(args.out, overwrite=args.overwrite)
     _report(ds, args.out)
     return 0
@@ -181,34 +236,86 @@ def register(subparsers) -> None:
                     "as text). Ids are remapped to 0..N-1 (raw ids kept). Defaults: no k-core, leave-one-out, "
                     "items missing from the items file are an error (--drop-unknown-items drops them).",
     )
-    q.add_argument("--interactions", required=True, help="interactions file (.csv, .tsv, .csv.gz, .parquet)")
-    q.add_argument("--items", required=True, help="items file (.csv, .tsv, .jsonl, .jsonl.gz, .parquet)")
+    q.add_argument("--interactions", help="interactions file (.csv, .tsv, .csv.gz, .parquet; any extension of "
+                                          "a delimited text file)")
+    q.add_argument("--items", help="items file (.csv, .tsv, .jsonl, .jsonl.gz, .parquet)")
+    q.add_argument("--recbole", metavar="DIR/NAME",
+                   help="RecBole atomic files instead: NAME.inter (field:type headers), NAME.item and NAME.user "
+                        "when present; NAME.train/valid/test.inter benchmark files keep their splits (a folder "
+                        "DIR/NAME holding NAME.inter works too)")
     _add_output(q)
     c = q.add_argument_group("columns")
-    c.add_argument("--user-col", help="user column (default user_id)")
-    c.add_argument("--item-col", help="item column of the interactions (default item_id)")
-    c.add_argument("--time-col", help="timestamp column (default timestamp)")
+    c.add_argument("--user-col", help="user column / RecBole field (default user_id)")
+    c.add_argument("--item-col", help="item column / RecBole field of the interactions (default item_id)")
+    c.add_argument("--time-col", help="timestamp column / RecBole field (default timestamp)")
     c.add_argument("--rating-col", help="rating column used by --min-rating (default rating)")
     c.add_argument("--keep-cols", type=_names, metavar="COLS",
                    help="extra interaction columns to keep, comma separated (default all)")
-    c.add_argument("--sep", help="CSV separator (default: tab for .tsv, comma otherwise)")
+    c.add_argument("--sep", help="separator of the interactions file (default: sniffed from its header line)")
+    c.add_argument("--items-sep", help="separator of the items file (default: sniffed from its header line)")
     c.add_argument("--items-id-col", help="item id column of the items file (default item_id)")
-    c.add_argument("--title-col", help="title column of the items file (default title)")
+    c.add_argument("--title-col", help="title column of the items file (default title; RecBole: the first "
+                                       "token_seq field whose name contains 'title')")
     c.add_argument("--text-cols", type=_names, metavar="COLS",
                    help="extra item columns to keep, comma separated (default all)")
     _add_prepare_options(q, kcore_default=0, unknown_default="error")
     q.set_defaults(func=_import)
 
     q = sub.add_parser(
-        "amazon", help="build a dataset from raw Amazon 2014/2018 review + meta dumps",
+        "import-rows", help="import (user, history list, target) row files (MiniOneRec, BIGRec, LC-Rec, TCA4Rec)",
+        description="Import train/valid/test files whose rows are examples: a user, a history list literal and "
+                    "a target item (protocol T: rows kept as given, one example per row). Defaults fit the "
+                    "MiniOneRec/BIGRec CSV layout (user_id, history_item_id, item_id). Item i is row i of the "
+                    "items file (CSV/TSV/JSONL/Parquet, or a JSON object {id: {title: ...}}). Unknown items, "
+                    "empty histories and malformed lists are errors naming the file and line.")
+    for split in ("train", "valid", "test"):
+        q.add_argument(f"--{split}", required=True, help=f"{split} rows file")
+    q.add_argument("--items", required=True, help="items file")
+    _add_output(q)
+    c = q.add_argument_group("columns and lists")
+    c.add_argument("--user-col", help="user column (default user_id)")
+    c.add_argument("--history-col", help="history column (default history_item_id)")
+    c.add_argument("--target-col", help="target item column (default item_id)")
+    c.add_argument("--time-col", help="timestamp column (default: timestamp when present, else none)")
+    c.add_argument("--length-col", help="a column stating each history's length, checked against the list")
+    c.add_argument("--list-format", choices=["literal", "split"],
+                   help="literal: Python/JSON list literals such as [1, 2] or ['a', 'b'] (default); "
+                        "split: items joined by --list-sep")
+    c.add_argument("--list-sep", help="separator of --list-format split (default whitespace)")
+    c.add_argument("--sep", help="separator of the row files (default: sniffed)")
+    c.add_argument("--items-sep", help="separator of the items file (default: sniffed)")
+    c.add_argument("--items-id-col", help="item id column of the items file (default item_id)")
+    c.add_argument("--title-col", help="title column of the items file (default title)")
+    c.add_argument("--text-cols", type=_names, metavar="COLS", help="extra item columns to keep (default all)")
+    q.add_argument("--config", help="YAML file of options (keys: the names above with underscores)")
+    q.set_defaults(func=_import_rows)
+
+    q = sub.add_parser("export", help="write a dataset as RecBole atomic files",
+                       description="Write DIR/NAME.item, NAME.user, NAME.inter (the full log, when the dataset has "
+                                   "one) and NAME.train/valid/test.inter (the exact examples: user, item_id_list, "
+                                   "item_id, timestamp), tab-separated with RecBole field:type headers. Set "
+                                   "benchmark_filename: [train, valid, test] in RecBole to use the splits.")
+    q.add_argument("--data", required=True, help="dataset directory or built-in name")
+    q.add_argument("--recbole", required=True, metavar="DIR/NAME", help="DIR must not exist (unless --overwrite)")
+    q.add_argument("--overwrite", action="store_true", help="replace DIR once the new files are complete")
+    q.set_defaults(func=_export)
+
+    q = sub.add_parser(
+        "amazon", help="build a dataset from raw Amazon 2014/2018/2023 review + meta dumps",
         description="Rebuild a category from the McAuley-lab dumps. 2014: reviews_<Cat>[_5].json.gz + "
-                    "meta_<Cat>.json.gz (Python literals); 2018: <Cat>[_5].json.gz + meta_<Cat>.json.gz (JSON). "
+                    "meta_<Cat>.json.gz (Python literals); 2018: <Cat>[_5].json.gz + meta_<Cat>.json.gz (JSON); "
+                    "2023: <Cat>.jsonl[.gz] + meta_<Cat>.jsonl[.gz] keyed by parent_asin, timestamps in "
+                    "milliseconds, or the official benchmark splits (--train/--valid/--test <Cat>.{train,valid,"
+                    "test}.csv: user_id,parent_asin,rating,timestamp[,history]) kept as given. "
                     "Defaults: 5-core, leave-one-out, items missing from the meta file kept without a title. "
                     "TCA4Rec-like: --kcore 5 --min-user 10 --ascii-only --drop-untitled --window-months 48 "
                     "--split time --min-history 10 --max-history 10 --subsample 10000,5000,5000.")
-    q.add_argument("--reviews", required=True, help="review dump (.json.gz)")
-    q.add_argument("--meta", required=True, help="metadata dump (.json.gz)")
-    q.add_argument("--year", required=True, type=int, choices=[2014, 2018], help="dump format")
+    q.add_argument("--reviews", help="review dump (.json.gz; 2023: .jsonl or .jsonl.gz)")
+    q.add_argument("--meta", required=True, help="metadata dump (.json.gz; 2023: .jsonl or .jsonl.gz)")
+    q.add_argument("--year", required=True, type=int, choices=[2014, 2018, 2023], help="dump format")
+    for split in ("train", "valid", "test"):
+        q.add_argument(f"--{split}", metavar="CSV", help=f"2023 benchmark {split} split (<Cat>.{split}.csv) "
+                                                         "instead of --reviews")
     _add_output(q)
     _add_prepare_options(q, kcore_default=5, unknown_default="keep")
     q.set_defaults(func=_amazon)

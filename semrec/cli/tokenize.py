@@ -14,10 +14,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="turn a dataset's items into token sequences (semantic IDs or titles)",
                        description="Fit a tokenizer scheme (tokenizers/*.yaml: rqkmeans, rqvae, letter, title) on a "
                                    "dataset's catalogue and write the ItemTokenization artifact (codes in the model "
-                                   "vocabulary, layout, lookups, config, fitted quantizer).")
-    p.add_argument("--data", required=True, help="built-in dataset name (e.g. toys-t) or a dataset directory")
-    p.add_argument("--scheme", required=True, help="scheme YAML, e.g. tokenizers/rqvae.yaml")
-    p.add_argument("--out", required=True, help="output directory")
+                                   "vocabulary, layout, lookups, config, fitted quantizer). --from-codes builds it "
+                                   "from semantic IDs made elsewhere (MiniOneRec/LC-Rec *.index.json with <a_N> "
+                                   "tokens; GRID/LETTER-style integer codes per item in .json, .csv or .npy); "
+                                   "--export writes an artifact's codes in those formats.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scheme", help="scheme YAML, e.g. tokenizers/rqvae.yaml")
+    src.add_argument("--from-codes", metavar="FILE",
+                     help="codes made elsewhere: *.index.json ({raw_id: [\"<a_12>\", \"<b_3>\", ...]}), *.json "
+                          "({raw_id: [12, 3, ...]} or a list of lists, row i = item i), *.csv/*.tsv (item id, "
+                          "then one code per level) or *.npy ((items, levels), row i = item i)")
+    src.add_argument("--export", metavar="TOKENIZATION_DIR",
+                     help="write this item tokenization's codes to --out in the format its name says "
+                          "(*.index.json, *.json, *.csv, *.tsv, *.npy); keys are raw ids when --data is given")
+    p.add_argument("--data", help="built-in dataset name (e.g. toys-t) or a dataset directory (required except "
+                                  "with --export)")
+    p.add_argument("--out", required=True, help="output directory (--export: output file)")
+    p.add_argument("--codebook-sizes", type=lambda t: [int(x) for x in t.replace(",", " ").split()],
+                   metavar="K[,K...]", help="--from-codes: codebook size of each level (one value: all levels; "
+                                            "default: the largest code + 1); larger codes are errors")
+    p.add_argument("--collisions", choices=["extra_code", "sinkhorn", "error"], default="extra_code",
+                   help="--from-codes: items sharing codes get an extra level (default), are moved to free "
+                        "last-level codes (sinkhorn), or are an error")
+    p.add_argument("--append-eos", action="store_true", help="--from-codes: end every item with <eos>")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scheme value, e.g. quantizer.epochs=50 or collisions.method=extra_code")
     p.add_argument("--embeddings", help="precomputed item vectors (.npy from 'semrec embed') instead of the "
@@ -62,15 +81,58 @@ def summary(tok) -> str:
             f"codes used per level {used}, entries {tok.num_entries}, content {s.get('content')}")
 
 
+def _from_codes(args, out: Path) -> int:
+    from semrec.data import resolve_dataset
+    from semrec.external_codes import tokenization_from_codes
+
+    ds = resolve_dataset(args.data)
+    tok, report = tokenization_from_codes(args.from_codes, [str(r) for r in ds.items["raw_id"].tolist()],
+                                          dataset_name=ds.name, codebook_sizes=args.codebook_sizes,
+                                          collisions=args.collisions, append_eos=args.append_eos)
+    tok.save_pretrained(out, overwrite=args.overwrite)
+    coll = report["collisions"]
+    print(f"read {args.from_codes}: {tok.num_items} items"
+          + (f", {report['skipped']} id(s) not in {ds.name} skipped" if report["skipped"] else ""))
+    print(f"collisions: {coll['before']['collisions']} ({coll['before']['items_in_collisions']} items share codes)"
+          + (f", resolved by {coll['method']}" if coll["before"]["collisions"] else ""))
+    print(summary(tok))
+    print(f"wrote {out}")
+    return 0
+
+
+def _export(args, out: Path) -> int:
+    from semrec.external_codes import code_format, export_codes
+    from semrec.itemcodes import ItemTokenization
+
+    code_format(out)  # a name we can write, before loading anything
+    if out.exists() and not args.overwrite:
+        raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
+    tok = ItemTokenization.from_pretrained(args.export, load_quantizer=False)
+    raw_ids = None
+    if args.data:
+        from semrec.data import resolve_dataset
+
+        raw_ids = [str(r) for r in resolve_dataset(args.data).items["raw_id"].tolist()]
+    export_codes(tok, out, raw_ids)
+    print(f"wrote {out} ({tok.num_items} items, keyed by {'raw id' if raw_ids else 'item id'})")
+    return 0
+
+
 def tokenize(args) -> int:
     from semrec.data import resolve_dataset
     from semrec.embeddings import ItemEmbeddings
     from semrec.quantizers.schemes import build_tokenization, load_scheme
 
-    scheme = load_scheme(args.scheme, args.overrides)  # validate before loading anything heavy
     out = Path(args.out)
+    if args.export:
+        return _export(args, out)
+    if not args.data:
+        raise SemrecError("tokenize: --data is required (the dataset whose items get codes)")
     if out.exists() and not args.overwrite:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
+    if args.from_codes:
+        return _from_codes(args, out)
+    scheme = load_scheme(args.scheme, args.overrides)  # validate before loading anything heavy
     ds = resolve_dataset(args.data)
     emb = None
     if args.embeddings:

@@ -5,7 +5,9 @@ Interactions: CSV / TSV (optionally .gz) or Parquet with user, item and timestam
 UTC). Other columns are kept in `SeqDataset.interactions` (all of them, or `keep_cols`), and a rating
 column can filter events (`min_rating`, `rating_col`). Items: CSV / TSV / JSONL / Parquet with an id
 column (`items_id_col`) and a title column (`title_col`); other columns are kept as raw text fields
-(all, or `text_cols`). Raw ids are compared as strings; they are remapped to 0..N-1 / 0..U-1 and kept
+(all, or `text_cols`). Each text file's separator is sniffed from its header line (tab, comma, semicolon,
+pipe or `::`), whatever its extension (`.inter`, `.item`, `.dat` ...); `sep` / `items_sep` override it
+for the interactions / items file. Raw ids are compared as strings; they are remapped to 0..N-1 / 0..U-1 and kept
 in `items.raw_id` / `users.raw_id`. Filtering and splitting: `semrec.data.events.PrepareConfig`.
 By default, an item referenced by the interactions but absent from the items file is an error;
 `unknown_items: drop` drops those interactions and reports the count.
@@ -38,7 +40,8 @@ class ImportConfig(PrepareConfig):
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str = "timestamp"
-    sep: str | None = None  # CSV separator; None: tab for .tsv/.tab, comma otherwise
+    sep: str | None = None  # interactions separator; None: sniffed from the header line
+    items_sep: str | None = None  # items separator; None: sniffed from the header line
     keep_cols: list[str] | None = None  # extra interaction columns to keep (None: all)
     items_id_col: str = "item_id"
     title_col: str = "title"
@@ -62,12 +65,40 @@ def _kind(path: Path) -> str:
     return "csv"
 
 
-def _where(kind: str, row: int) -> str:
+SEPARATORS = ("\t", ",", ";", "|", "::")
+
+
+def _open_text(path: Path):
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
+def sniff_separator(path: str | Path) -> str:
+    """The separator of a delimited text file, from its first non-blank line: the candidate (tab, comma,
+    semicolon, pipe, '::') occurring most often there; tab for .tsv/.tab and comma otherwise if none does."""
+    path = Path(path)
+    first = ""
+    try:
+        with _open_text(path) as f:
+            for line in f:
+                if line.strip():
+                    first = line
+                    break
+    except (OSError, EOFError) as e:
+        raise SemrecError(f"{path}: cannot read ({e})") from None
+    counts = {c: first.count(c) for c in SEPARATORS}
+    best = max(SEPARATORS, key=lambda c: counts[c])  # ties: the earlier candidate
+    if counts[best]:
+        return best
+    return "\t" if _kind(path) == "tsv" else ","
+
+
+def row_where(kind: str, row: int) -> str:
     """Human position of 0-based data row `row`: CSV line (header = line 1) or Parquet row."""
     return f"row {row + 1}" if kind == "parquet" else f"line {row + 2}"
 
 
-def _read_table(path: Path, sep: str | None, str_cols: list[str]) -> tuple[pd.DataFrame, str]:
+def read_table(path: Path, sep: str | None, str_cols: list[str]) -> tuple[pd.DataFrame, str]:
     if not path.is_file():
         raise SemrecError(f"{path}: no such file")
     kind = _kind(path)
@@ -81,10 +112,10 @@ def _read_table(path: Path, sep: str | None, str_cols: list[str]) -> tuple[pd.Da
         return df, kind
     if kind == "jsonl":
         return _read_jsonl(path), kind
-    sep = sep if sep is not None else ("\t" if kind == "tsv" else ",")
+    sep = sep if sep is not None else sniff_separator(path)
     try:
         df = pd.read_csv(path, sep=sep, dtype={c: str for c in str_cols}, keep_default_na=False,
-                         na_values=[""], skip_blank_lines=False)
+                         na_values=[""], skip_blank_lines=False, engine="python" if len(sep) > 1 else "c")
     except pd.errors.EmptyDataError:
         raise SemrecError(f"{path}: empty file") from None
     except pd.errors.ParserError as e:
@@ -115,7 +146,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 if not isinstance(obj, dict):
                     raise SemrecError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
                 rows.append(obj)
-                index.append(lineno - 2)  # so that _where(...) gives back `lineno`
+                index.append(lineno - 2)  # so that row_where(...) gives back `lineno`
     except UnicodeDecodeError as e:
         raise SemrecError(f"{path}: not UTF-8 text ({e.reason})") from None
     except (OSError, EOFError) as e:
@@ -125,7 +156,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, index=index)
 
 
-def _require(df: pd.DataFrame, col: str, path: Path, flag: str) -> None:
+def require_column(df: pd.DataFrame, col: str, path: Path, flag: str) -> None:
     if col not in df.columns:
         cols = [str(c) for c in df.columns]
         close = difflib.get_close_matches(col, cols, n=1)
@@ -136,7 +167,7 @@ def _require(df: pd.DataFrame, col: str, path: Path, flag: str) -> None:
 def _no_missing(df: pd.DataFrame, col: str, path: Path, kind: str) -> None:
     na = df[col].isna().to_numpy()
     if na.any():
-        raise SemrecError(f"{path}: {_where(kind, int(df.index[np.flatnonzero(na)[0]]))}: "
+        raise SemrecError(f"{path}: {row_where(kind, int(df.index[np.flatnonzero(na)[0]]))}: "
                           f"empty value in column '{col}'")
 
 
@@ -161,7 +192,7 @@ def _timestamps(col: pd.Series, path: Path, kind: str, name: str) -> np.ndarray:
     bad = (num.isna() if num.isna().sum() < dt.isna().sum() else dt.isna()).to_numpy()
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise SemrecError(f"{path}: {_where(kind, int(col.index[r]))}: cannot read timestamp "
+        raise SemrecError(f"{path}: {row_where(kind, int(col.index[r]))}: cannot read timestamp "
                           f"{col.iloc[r]!r} in column '{name}' (unix seconds or a date)")
     return ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
@@ -189,26 +220,26 @@ def read_interactions(path: str | Path, cfg: ImportConfig | None = None) -> pd.D
     """Interactions file -> events DataFrame (user, item, timestamp, kept extra columns)."""
     cfg = cfg or ImportConfig()
     path = Path(path)
-    df, kind = _read_table(path, cfg.sep, [cfg.user_col, cfg.item_col])
+    df, kind = read_table(path, cfg.sep, [cfg.user_col, cfg.item_col])
     if len(df) == 0:
         raise SemrecError(f"{path}: no rows (only a header)")
     for col, flag in ((cfg.user_col, "--user-col"), (cfg.item_col, "--item-col"), (cfg.time_col, "--time-col")):
-        _require(df, col, path, flag)
+        require_column(df, col, path, flag)
         _no_missing(df, col, path, kind)
     if cfg.min_rating is not None:
-        _require(df, cfg.rating_col, path, "--rating-col")
+        require_column(df, cfg.rating_col, path, "--rating-col")
         num = pd.to_numeric(df[cfg.rating_col], errors="coerce")
         bad = (num.isna() & df[cfg.rating_col].notna()).to_numpy()
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
-            raise SemrecError(f"{path}: {_where(kind, int(df.index[r]))}: rating "
+            raise SemrecError(f"{path}: {row_where(kind, int(df.index[r]))}: rating "
                               f"{df[cfg.rating_col].iloc[r]!r} in column '{cfg.rating_col}' is not a number")
         df[cfg.rating_col] = num
     key = {cfg.user_col, cfg.item_col, cfg.time_col}
     extras = [c for c in df.columns if c not in key]
     if cfg.keep_cols is not None:
         for c in cfg.keep_cols:
-            _require(df, c, path, "--keep-cols")
+            require_column(df, c, path, "--keep-cols")
         extras = [c for c in extras if c in cfg.keep_cols or (cfg.min_rating is not None and c == cfg.rating_col)]
     out = pd.DataFrame({
         "user": _as_id(df[cfg.user_col]),
@@ -223,11 +254,11 @@ def read_items(path: str | Path, cfg: ImportConfig | None = None) -> pd.DataFram
     """Items file -> items table (raw_id, title, kept text columns); duplicate ids are an error."""
     cfg = cfg or ImportConfig()
     path = Path(path)
-    df, kind = _read_table(path, cfg.sep if _kind(path) != "tsv" else None, [cfg.items_id_col])
+    df, kind = read_table(path, cfg.items_sep, [cfg.items_id_col])
     if len(df) == 0:
         raise SemrecError(f"{path}: no rows (only a header)")
-    _require(df, cfg.items_id_col, path, "--items-id-col")
-    _require(df, cfg.title_col, path, "--title-col")
+    require_column(df, cfg.items_id_col, path, "--items-id-col")
+    require_column(df, cfg.title_col, path, "--title-col")
     _no_missing(df, cfg.items_id_col, path, kind)
     ids = _as_id(df[cfg.items_id_col])
     dup = ids.duplicated(keep=False).to_numpy()
@@ -235,12 +266,12 @@ def read_items(path: str | Path, cfg: ImportConfig | None = None) -> pd.DataFram
         first = ids[dup].iloc[0]
         rows = [int(r) for r in ids.index[(ids == first).to_numpy()]]
         n_dup = int(ids.duplicated().sum())
-        raise SemrecError(f"{path}: duplicate item id '{first}' ({_where(kind, rows[0])} and "
-                          f"{_where(kind, rows[1])}; {n_dup} duplicate row(s) in all)")
+        raise SemrecError(f"{path}: duplicate item id '{first}' ({row_where(kind, rows[0])} and "
+                          f"{row_where(kind, rows[1])}; {n_dup} duplicate row(s) in all)")
     extras = [c for c in df.columns if c not in (cfg.items_id_col, cfg.title_col)]
     if cfg.text_cols is not None:
         for c in cfg.text_cols:
-            _require(df, c, path, "--text-cols")
+            require_column(df, c, path, "--text-cols")
         extras = [c for c in extras if c in cfg.text_cols]
     title = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
              for v in df[cfg.title_col].tolist()]
