@@ -58,7 +58,7 @@ def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, d
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     out = teachers_dir / f"{dataset_name}_{model_name}_seed{seed}"
     if (out / "metrics.json").is_file():
@@ -80,7 +80,7 @@ def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, d
 
 
 def rows_of(metrics: dict, model_name: str, dataset_name: str, teacher_dir: Path) -> list[dict]:
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     cfg = read_json(teacher_dir / "config.json")
     rows = []
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from semrec.io import atomic_file, read_json, write_json
+    from semrec.artifacts import atomic_file, read_json, write_json
 
     teachers_dir = Path(args.teachers_dir)
     json_path, md_path = Path(args.results + ".json"), Path(args.results + ".md")

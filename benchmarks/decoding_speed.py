@@ -28,10 +28,10 @@ import torch
 
 from semrec.data import load_builtin
 from semrec.decoding import beam_search
-from semrec.io import atomic_file, write_json
-from semrec.itemcodes import ItemTokenization
+from semrec.artifacts import atomic_file, write_json
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.models import ExampleTable, build_model
-from semrec.utils import describe_machine, git_commit
+from semrec.runtime import describe_machine, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

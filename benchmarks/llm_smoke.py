@@ -370,7 +370,7 @@ def _repo_relative(path: Path) -> str:
 
 def _teacher_full_test(path: Path) -> dict | None:
     """The teacher's own test metrics (metrics.json next to its weights), when it has them."""
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     f = Path(path) / "metrics.json"
     return read_json(f).get("test") if f.is_file() else None
@@ -430,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from semrec.cf import evaluate_teacher
     from semrec.data import load_builtin
-    from semrec.io import atomic_file, write_json
+    from semrec.artifacts import atomic_file, write_json
     from semrec.llm_assets import resolve_backbone
     from semrec.models import ExampleTable
     from semrec.models.llm import title_tokenization_for_llm
-    from semrec.utils import describe_machine, git_commit, resolve_device, seed_everything
+    from semrec.runtime import describe_machine, git_commit, resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)

@@ -2,7 +2,7 @@
 
 For each dataset: MiniLM text embeddings of "title; brand; category" (cached), a SASRec teacher for the CF
 item embeddings (loaded from --teacher-dir/<dataset>_sasrec, or trained there with semrec.cf if absent),
-then every scheme YAML is fitted on CPU and compared (semrec.quantizers.compare): collisions before/after,
+then every scheme YAML is fitted on CPU and compared (semrec.itemtok.compare): collisions before/after,
 codes used and perplexity per level, reconstruction error, prefix cosine, CF-neighbour agreement, fit time.
 
     nice -n 10 python benchmarks/tokenizers_compare.py                      # full run (CPU)
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from semrec.data import load_builtin
     from semrec.embeddings import default_cache_dir, item_texts
-    from semrec.quantizers.compare import compare_schemes, write_comparison
-    from semrec.quantizers.schemes import load_scheme
-    from semrec.utils import describe_machine, git_commit, seed_everything
+    from semrec.itemtok.compare import compare_schemes, write_comparison
+    from semrec.itemtok.schemes import load_scheme
+    from semrec.runtime import describe_machine, git_commit, seed_everything
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json, write_json
+from semrec.artifacts import atomic_file, read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from semrec.data.dataset import SeqDataset
@@ -288,7 +288,7 @@ def load_sentence_model(model_path: str | Path | None = None, device: str = "aut
 
     from sentence_transformers import SentenceTransformer
 
-    from semrec.utils import resolve_device
+    from semrec.runtime import resolve_device
 
     path = resolve_model_path(model_path)
     dev = resolve_device(device)

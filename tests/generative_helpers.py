@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from semrec.data.dataset import Examples
-from semrec.itemcodes import ItemTokenization
+from semrec.itemtok.artifact import ItemTokenization
 
 TIGER_TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, max_history=6)
 LLAMA_TINY = dict(style="llama", num_layers=2, d_model=32, num_heads=2, d_ff=64, max_history=6)

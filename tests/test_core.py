@@ -7,7 +7,7 @@ import pytest
 
 from semrec.config import apply_overrides, load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, atomic_file, read_json, write_json
+from semrec.artifacts import atomic_dir, atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache, content_key
 
 

@@ -12,7 +12,7 @@ from semrec.data.dataset import Examples
 from semrec.decoding import score_items
 from semrec.errors import SemrecError
 from semrec.evaluation import evaluate, result_row
-from semrec.itemcodes import ItemTokenization
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.models import ExampleTable, build_model
 
 torch.set_num_threads(1)

@@ -12,10 +12,10 @@ import torch
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
-from semrec.itemcodes import ItemTokenization, code_usage, title_tokenization
-from semrec.quantizers.compare import (chance_agreement, cf_neighbours, evaluate_tokenization, mean_pair_cosine,
+from semrec.itemtok.artifact import ItemTokenization, code_usage, title_tokenization
+from semrec.itemtok.compare import (chance_agreement, cf_neighbours, evaluate_tokenization, mean_pair_cosine,
                                        neighbour_agreement, prefix_keys)
-from semrec.quantizers.schemes import build_tokenization, load_scheme
+from semrec.itemtok.schemes import build_tokenization, load_scheme
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RQVAE = {"scheme": "rqvae", "quantizer": {"codebook_sizes": [6, 6], "hidden_dims": [16], "latent_dim": 4,

@@ -35,7 +35,7 @@ N_REAL = 150
 
 @pytest.fixture(scope="session")
 def real_tokenizer(tmp_path_factory):
-    from semrec.itemcodes import load_tokenizer
+    from semrec.itemtok.artifact import load_tokenizer
 
     try:
         path = llm_assets.extract_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer") / "tok")
@@ -141,7 +141,7 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
     assert batch.target_tokens.shape[1] == max(len(tok.codes_of_item(i)) for i in (11, 12))
     with pytest.raises(SemrecError, match="history"):
         model_of(tok, tiny_llama, template="no slot here")
-    from semrec.itemcodes import load_tokenizer, title_tokenization
+    from semrec.itemtok.artifact import load_tokenizer, title_tokenization
 
     if len(load_tokenizer(None)) != len(real_tokenizer):
         different = load_tokenizer(None)  # the MiniLM WordPiece tokenizer

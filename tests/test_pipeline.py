@@ -137,7 +137,7 @@ def test_collaborative_ids_are_one_artifact_from_the_quantizer_seed_teacher(tiny
 def test_every_committed_recipe_loads(path):
     """A typo in a committed recipe (option, model, dataset or scheme file) fails here, not hours into a run."""
     from semrec.data.builtin import BUILTIN_DATASETS
-    from semrec.quantizers.schemes import load_scheme
+    from semrec.itemtok.schemes import load_scheme
 
     recipe = load_recipe(REPO / path)
     assert recipe.data in BUILTIN_DATASETS, recipe.data

@@ -11,8 +11,8 @@ import pytest
 from serving_helpers import build_tiny_run
 
 from semrec.cli import main
-from semrec.io import read_json
-from semrec.itemcodes import ItemTokenization
+from semrec.artifacts import read_json
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.report import alpha_sweep, build_report, load_run
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -27,7 +27,7 @@ import yaml
 
 from semrec.cli import main
 from semrec.errors import SemrecError
-from semrec.io import read_json, write_json
+from semrec.artifacts import read_json, write_json
 from serving_helpers import TIGER_TINY, tiny_dataset, write_tiny_inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_train_cf_twice_gives_the_same_teacher(recipe, tmp_path, capsys):
             argv += ["--set", f"model.{kv}"]
         assert main(argv) == 0, capsys.readouterr().err
         torch.rand(7)
-    from semrec.io import load_safetensors
+    from semrec.artifacts import load_safetensors
 
     a, b = (load_safetensors(tmp_path / out / "model.safetensors") for out in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # (header key order may vary)
@@ -277,7 +277,7 @@ def artifacts(recipe, reference, tmp_path_factory):
     from semrec.cf import TrainConfig as CFTrainConfig
     from semrec.config import load_config
     from semrec.data.dataset import SeqDataset
-    from semrec.itemcodes import ItemTokenization
+    from semrec.itemtok.artifact import ItemTokenization
     from semrec.models import build_model, load_model, training_examples
     from semrec.serving import Recommender
     from semrec.training import TrainConfig, Trainer
@@ -363,7 +363,7 @@ def _nan_teacher():
 def test_nan_or_inf_teacher_logits_are_refused_naming_the_teacher(artifacts):
     from semrec.cf.base import check_logits
     from semrec.evaluation import evaluate
-    from semrec.itemcodes import ItemTokenization
+    from semrec.itemtok.artifact import ItemTokenization
     from semrec.models import build_model, training_examples
     from semrec.training import TrainConfig, Trainer
     from semrec.training.trainer import precompute_teacher_logits
@@ -448,7 +448,7 @@ def test_numbers_written_with_an_exponent_are_numbers(recipe):
 
 
 def test_metrics_log_survives_a_line_cut_short_by_a_kill(tmp_path):
-    from semrec.training.logging import MetricsLog
+    from semrec.training.metrics_log import MetricsLog
 
     recs = [{"kind": "epoch", "epoch": 0, "loss": 1.0}, {"kind": "train", "epoch": 1, "loss": 0.5}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"kind": "ep')

@@ -11,7 +11,7 @@ import torch
 
 from semrec.cli import main
 from semrec.errors import SemrecError
-from semrec.io import read_json, write_json
+from semrec.artifacts import read_json, write_json
 from semrec.models import load_model
 from semrec.serving import Recommender, find_model_stage, pick_row
 from serving_helpers import build_tiny_run, tiny_titles

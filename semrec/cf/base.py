@@ -23,7 +23,7 @@ from torch import nn
 
 from semrec.config import config_to_dict, load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -47,7 +47,7 @@ def get_teacher_class(name: str) -> type["CFTeacher"]:
 def build_teacher(name: str, num_items: int, config: Any, *, seed: int) -> "CFTeacher":
     """A fresh teacher whose initial weights depend only on `seed` (torch's default seed differs per
     process, so an unseeded build would make two runs of the same config differ)."""
-    from semrec.utils import seed_everything
+    from semrec.runtime import seed_everything
 
     klass = get_teacher_class(name)
     seed_everything(seed)

@@ -35,9 +35,9 @@ from semrec.cf.sequences import make_windows, training_sequences, window_lengths
 from semrec.config import config_to_dict
 from semrec.data.dataset import SeqDataset
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, atomic_file, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, atomic_file, load_safetensors, read_json, write_json
 from semrec.metrics import DEFAULT_KS
-from semrec.utils import resolve_device, seed_everything
+from semrec.runtime import resolve_device, seed_everything
 
 
 @dataclass

@@ -81,7 +81,7 @@ def qualify_overrides(cfg, overrides: list[str]) -> list[str]:
 def refit_config(teacher_dir: str | Path) -> tuple[str, dict]:
     """(model name, {model:, train:}) of a finished selection run, set to train on train + valid
     for exactly its best epoch count."""
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     meta = read_json(Path(teacher_dir) / "config.json")
     extra = meta.get("extra", {})
@@ -149,8 +149,8 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     from semrec.cf import build_teacher, evaluate_teacher, target_in_history_rate, train_teacher
     from semrec.cf.sequences import __doc__ as rows_doc
     from semrec.config import config_to_dict
-    from semrec.io import atomic_dir, atomic_file, write_json
-    from semrec.utils import describe_machine, git_commit, resolve_device
+    from semrec.artifacts import atomic_dir, atomic_file, write_json
+    from semrec.runtime import describe_machine, git_commit, resolve_device
 
     dev = resolve_device(device)
     distributed.init(dev)  # under torchrun: train and evaluate on every rank, rank 0 alone writes
@@ -200,8 +200,8 @@ def eval_cf(args: argparse.Namespace) -> int:
 
     from semrec.cf import CFTeacher, evaluate_teacher
     from semrec.data import resolve_dataset
-    from semrec.io import write_json
-    from semrec.utils import resolve_device
+    from semrec.artifacts import write_json
+    from semrec.runtime import resolve_device
 
     try:
         ks = tuple(int(k) for k in args.ks.split(",") if k.strip())

@@ -76,7 +76,7 @@ def embed(args) -> int:
     if out.exists() and not args.overwrite:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
     if args.scheme:
-        from semrec.quantizers.schemes import load_scheme
+        from semrec.itemtok.schemes import load_scheme
 
         cfg = load_scheme(args.scheme).embedding
     else:

@@ -29,7 +29,7 @@ from torch import nn
 
 from semrec.config import config_to_dict, load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 from semrec.models.batching import Batch, ExampleTable
 
 FORMAT = "semrec-generative"
@@ -231,7 +231,7 @@ class GenerativeRecommender(nn.Module):
             raise SemrecError(f"{path}: holds a '{meta.get('arch')}' model, not '{cls.arch}'")
         stored = meta.get("tokenization", {})
         if tokenization is None:
-            from semrec.itemcodes import ItemTokenization
+            from semrec.itemtok.artifact import ItemTokenization
 
             tokenization = ItemTokenization.from_pretrained(path / "tokenization")
         given = describe_tokenization(tokenization)

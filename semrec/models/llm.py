@@ -2,7 +2,7 @@
 
 A prompt lists the titles of the user's last `max_history` items; a pretrained causal LM (any local
 Hugging Face directory loadable by ``AutoModelForCausalLM``: Llama, Qwen, GPT-2, SmolLM) generates the
-next item's title tokens, which are the item's row of a title-scheme :class:`~semrec.itemcodes.ItemTokenization`
+next item's title tokens, which are the item's row of a title-scheme :class:`~semrec.itemtok.artifact.ItemTokenization`
 (cleaned title + EOS; identical titles share one entry). Training (NTP, TCA Soft-NTP, aux-KL, MSL) runs
 through the shared :class:`~semrec.training.Trainer`, decoding through the shared trie-constrained beam
 search (`semrec.decoding`), so every generated title is a catalogue title.
@@ -231,7 +231,7 @@ class LLMRecommender(DecoderRecommender):
     def _text_tokenizer(self):
         tok = getattr(self.tokenization, "tokenizer", None)
         if tok is None:
-            from semrec.itemcodes import load_tokenizer
+            from semrec.itemtok.artifact import load_tokenizer
 
             tok = load_tokenizer(self.backbone_path())
         return tok
@@ -242,7 +242,7 @@ class LLMRecommender(DecoderRecommender):
         if not path or not any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
                                                                   "vocab.json", "tokenizer.model")):
             return
-        from semrec.itemcodes import load_tokenizer
+        from semrec.itemtok.artifact import load_tokenizer
 
         try:
             own = load_tokenizer(path)
@@ -418,7 +418,7 @@ class LLMRecommender(DecoderRecommender):
             self.cf_teacher.save_pretrained(out / CF_TEACHER_DIR)
 
     def _load_weights(self, path: Path) -> None:
-        from semrec.io import load_safetensors
+        from semrec.artifacts import load_safetensors
 
         path = Path(path)
         if self.config.finetune == "lora":
@@ -445,7 +445,7 @@ class LLMRecommender(DecoderRecommender):
 
     @classmethod
     def _instantiate_for_loading(cls, cfg: Any, tokenization: Any, path: Path) -> "LLMRecommender":
-        from semrec.io import read_json
+        from semrec.artifacts import read_json
 
         teacher = None
         if cfg.cf_embeddings:
@@ -474,8 +474,8 @@ def title_tokenization_for_llm(dataset, model_path: str | Path | None = None, *,
     """Title-scheme ItemTokenization of `dataset`'s catalogue in the LLM's tokenizer.
 
     Titles are cut to `max_title_chars` characters first (the authors keep 100), then cleaned and
-    tokenized without special tokens, followed by EOS (semrec.itemcodes.title_tokenization)."""
-    from semrec.itemcodes import TitleConfig, load_tokenizer, title_tokenization
+    tokenized without special tokens, followed by EOS (semrec.itemtok.artifact.title_tokenization)."""
+    from semrec.itemtok.artifact import TitleConfig, load_tokenizer, title_tokenization
     from semrec.llm_assets import resolve_backbone
 
     path = resolve_backbone(model_path) if tokenizer is None else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from semrec import distributed
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json, write_json
+from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
 
@@ -48,7 +48,7 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print,
                  progress: bool = True):
         from semrec.data import resolve_dataset
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         distributed.init(resolve_device(recipe.device))  # under torchrun: training/evaluation on every rank
         main = distributed.is_main()
@@ -94,7 +94,7 @@ class Pipeline:
 
     def load_teacher(self, stage_dir: Path):
         from semrec.cf import CFTeacher
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
 
@@ -102,8 +102,8 @@ class Pipeline:
         """The item IDs of a scheme: one artifact per recipe, whatever the run seeds. A collaborative scheme
         (LETTER, CF embeddings) reads the item embeddings of the recipe's teacher trained with the
         quantizer's own seed, so every generative-model seed sees the same IDs, as with RQ-KMeans/RQ-VAE."""
-        from semrec.itemcodes import ItemTokenization  # noqa: F401  (artifact type written below)
-        from semrec.quantizers.schemes import build_tokenization, load_scheme
+        from semrec.itemtok.artifact import ItemTokenization  # noqa: F401  (artifact type written below)
+        from semrec.itemtok.schemes import build_tokenization, load_scheme
 
         path = self.recipe.resolve_path(scheme_path)
         scheme = load_scheme(path)
@@ -128,7 +128,7 @@ class Pipeline:
                                                              log=self.log))
 
     def model(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path, seed: int, sweep: dict) -> Path:
-        from semrec.itemcodes import ItemTokenization
+        from semrec.itemtok.artifact import ItemTokenization
         from semrec.models import build_model, training_examples
         from semrec.training import Trainer
         from semrec.training.losses import uses_teacher
@@ -167,7 +167,7 @@ class Pipeline:
     def evaluate(self, model_dir: Path, teacher_dir: Path, split: str) -> dict:
         from semrec.evaluation import evaluate
         from semrec.models import load_model
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
@@ -221,7 +221,7 @@ class Pipeline:
 
     # -- the whole recipe -----------------------------------------------------------------------
     def run(self) -> dict:
-        from semrec.utils import describe_machine, git_commit, resolve_device
+        from semrec.runtime import describe_machine, git_commit, resolve_device
 
         r = self.recipe
         t_start = time.time()

@@ -2,7 +2,7 @@
 per-level codes, save/load Hugging Face style (config.json + weights.safetensors, no pickles).
 
 Every quantizer is residual: level l picks code c_l in [0, codebook_sizes[l]) for the residual left by
-levels < l. `encode` returns RAW codes (N, L) int64 (no vocabulary offsets; `semrec.itemcodes` adds them).
+levels < l. `encode` returns RAW codes (N, L) int64 (no vocabulary offsets; `semrec.itemtok.artifact` adds them).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from semrec.config import load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 
 QUANTIZERS: dict[str, type["Quantizer"]] = {}
 FORMAT = "semrec-quantizer"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 
 
 def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

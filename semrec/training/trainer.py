@@ -27,14 +27,14 @@ from semrec.cf.base import check_logits, teacher_name
 from semrec.config import config_to_dict
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
-from semrec.io import read_json, write_json
+from semrec.artifacts import read_json, write_json
 from semrec.models.batching import ExampleTable
 from semrec.training.checkpoint import load_checkpoint, save_checkpoint
 from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
-from semrec.training.logging import MetricsLog
+from semrec.training.metrics_log import MetricsLog
 from semrec.training.losses import token_loss, uses_teacher
 from semrec.training.schedule import warmup_cosine
-from semrec.utils import resolve_device, seed_everything
+from semrec.runtime import resolve_device, seed_everything
 
 
 @dataclass

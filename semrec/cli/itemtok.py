@@ -65,7 +65,7 @@ def summary(tok) -> str:
 def tokenize(args) -> int:
     from semrec.data import resolve_dataset
     from semrec.embeddings import ItemEmbeddings
-    from semrec.quantizers.schemes import build_tokenization, load_scheme
+    from semrec.itemtok.schemes import build_tokenization, load_scheme
 
     scheme = load_scheme(args.scheme, args.overrides)  # validate before loading anything heavy
     out = Path(args.out)
@@ -88,8 +88,8 @@ def tokenize(args) -> int:
 
 def compare(args) -> int:
     from semrec.data import resolve_dataset
-    from semrec.quantizers.compare import compare_schemes, write_comparison
-    from semrec.utils import describe_machine, git_commit
+    from semrec.itemtok.compare import compare_schemes, write_comparison
+    from semrec.runtime import describe_machine, git_commit
 
     ds = resolve_dataset(args.data)
     cf = cf_of(args, ds.num_items)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 
 FORMAT = "semrec-item-tokenization"
 FORMAT_VERSION = 1

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from semrec.io import atomic_file
+from semrec.artifacts import atomic_file
 
 
 def _clean(v):

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, write_json
+from semrec.artifacts import atomic_file, write_json
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ def chance_agreement(keys: np.ndarray) -> float:
 def evaluate_tokenization(tok, *, reference_emb: np.ndarray | None = None, own_emb: np.ndarray | None = None,
                           neighbours: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics of one ItemTokenization (see module docstring); missing inputs give None entries."""
-    from semrec.itemcodes import code_usage
+    from semrec.itemtok.artifact import code_usage
 
     codes = tok.codes.numpy()
     stats = tok.stats or {}
@@ -214,7 +214,7 @@ def compare_schemes(dataset, schemes: Sequence[str | Path], *, cf_emb: np.ndarra
     `artifacts_dir/<scheme file stem>` when given). `reference` is the EmbedConfig of the common embedding
     used for prefix similarity (default: the first semantic-ID scheme's embedding section)."""
     from semrec.embeddings import EmbedConfig, compute_item_embeddings
-    from semrec.quantizers.schemes import build_tokenization, load_scheme
+    from semrec.itemtok.schemes import build_tokenization, load_scheme
 
     loaded = [(Path(s).stem, load_scheme(s)) for s in schemes]  # validate all files before any work
     names = [n for n, _ in loaded]

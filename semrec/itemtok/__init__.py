@@ -1,0 +1,8 @@
+"""Item tokenizations: the `ItemTokenization` artifact (every item's token sequence in a generative
+model's vocabulary), schemes (a YAML file -> an artifact, via the leaf algorithms in
+`semrec.quantizers`), title tokens for LLM recommenders, and comparison reports across schemes."""
+
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.itemtok.schemes import SchemeConfig, build_tokenization, load_scheme
+
+__all__ = ["ItemTokenization", "SchemeConfig", "build_tokenization", "load_scheme"]
