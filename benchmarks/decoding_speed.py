@@ -126,7 +126,7 @@ def main() -> None:
                args.baseline_users, (10, 20)) for name in args.models]
     if args.llm:
         from semrec.llm_assets import resolve_backbone
-        from semrec.models.llm import title_tokenization_for_llm
+        from semrec.itemtok.titles import title_tokenization_for_llm
 
         toys = load_builtin("toys-t")
         title_tok = title_tokenization_for_llm(toys, resolve_backbone(None, log=print))

@@ -126,7 +126,7 @@ def cpu_probe(args, tok, train, valid, dev, rows: int = 16) -> dict:
 
     from semrec.evaluation import evaluate
     from semrec.models import ExampleTable, build_model
-    from semrec.models.llm import llm_train_config
+    from semrec.training.presets import llm_train_config
     from semrec.training.losses import token_loss
 
     table = ExampleTable.from_examples(train, 10)
@@ -232,7 +232,7 @@ def run_mode(mode, args, tok, teacher, train, valid, test, work: Path) -> dict:
     import semrec.training.trainer as trainer_mod
     from semrec.evaluation import evaluate, result_row
     from semrec.models import build_model
-    from semrec.models.llm import llm_train_config
+    from semrec.training.presets import llm_train_config
     from semrec.training import Trainer
 
     out = work / f"{args.dataset}_{mode}"
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     from semrec.artifacts import atomic_file, write_json
     from semrec.llm_assets import resolve_backbone
     from semrec.models import ExampleTable
-    from semrec.models.llm import title_tokenization_for_llm
+    from semrec.itemtok.titles import title_tokenization_for_llm
     from semrec.runtime import describe_machine, git_commit, resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)

@@ -141,9 +141,11 @@ def training_curves(run: Run) -> list[dict]:
     return curves
 
 
-def code_usage(ids_stage: Path) -> dict:
-    """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}."""
+def tokenization_usage(ids_stage: Path) -> dict:
+    """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}
+    of an ids stage's tokenization (pad and EOS excluded)."""
     from semrec.itemtok.artifact import ItemTokenization
+    from semrec.itemtok.quality import code_usage
 
     tok = ItemTokenization.from_pretrained(ids_stage / "tokenization", load_quantizer=False)
     meta = read_json(ids_stage / "tokenization" / "tokenization.json")
@@ -161,12 +163,9 @@ def code_usage(ids_stage: Path) -> dict:
         if len(col) == 0:
             continue
         raw = col - offsets[lv]
-        _, counts = np.unique(raw, return_counts=True)
-        counts = np.sort(counts)[::-1]
-        p = counts / counts.sum()
-        levels.append({"level": lv, "codebook_size": sizes[lv] if lv < len(sizes) else None,
-                       "codes_used": int(len(counts)), "perplexity": float(np.exp(-(p * np.log(p)).sum())),
-                       "max_share": float(p[0]), "counts": counts.tolist(),
+        usage = code_usage(raw[:, None], [sizes[lv] if lv < len(sizes) else None])[0]
+        counts = np.sort(np.unique(raw, return_counts=True)[1])[::-1]
+        levels.append({**usage, "level": lv, "counts": counts.tolist(),
                        "stored_perplexity": stored.get(lv, {}).get("perplexity")})
     return {"scheme": tok.scheme, "num_items": int(codes.shape[0]), "levels": levels,
             "collisions_before": int(getattr(tok, "collisions_before", 0) or 0)}
@@ -354,7 +353,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
             if st.name in seen:
                 continue
             seen.add(st.name)
-            usage = code_usage(st)
+            usage = tokenization_usage(st)
             title = f"{usage['scheme']} ({st.name})"
             md += [f"### {title}", "", f"{usage['num_items']} items; {usage['collisions_before']} collisions "
                                        f"before resolution.", ""]

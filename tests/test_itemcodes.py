@@ -12,7 +12,9 @@ import torch
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
-from semrec.itemtok.artifact import ItemTokenization, code_usage, title_tokenization
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.itemtok.quality import code_usage
+from semrec.itemtok.titles import title_tokenization
 from semrec.itemtok.compare import (chance_agreement, cf_neighbours, evaluate_tokenization, mean_pair_cosine,
                                        neighbour_agreement, prefix_keys)
 from semrec.itemtok.schemes import build_tokenization, load_scheme

@@ -24,10 +24,10 @@ from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
 from semrec.models import ExampleTable, build_model, load_model
-from semrec.models.llm import (ITEM_SLOT, USER_SLOT, LLMConfig, LLMRecommender, llm_train_config,
-                               title_tokenization_for_llm)
+from semrec.itemtok.titles import title_tokenization_for_llm
+from semrec.models.llm import ITEM_SLOT, USER_SLOT, LLMConfig, LLMRecommender
 from semrec.tca import CollaborativeTokenizer, collaborative_token_distribution
-from semrec.training import TrainConfig, Trainer, token_loss
+from semrec.training import TrainConfig, Trainer, llm_train_config, token_loss
 
 torch.set_num_threads(1)
 N_REAL = 150
@@ -141,7 +141,8 @@ def test_title_tokenization_and_prompt_layout(tokenization, tiny_llama, real_tok
     assert batch.target_tokens.shape[1] == max(len(tok.codes_of_item(i)) for i in (11, 12))
     with pytest.raises(SemrecError, match="history"):
         model_of(tok, tiny_llama, template="no slot here")
-    from semrec.itemtok.artifact import load_tokenizer, title_tokenization
+    from semrec.itemtok.artifact import load_tokenizer
+    from semrec.itemtok.titles import title_tokenization
 
     if len(load_tokenizer(None)) != len(real_tokenizer):
         different = load_tokenizer(None)  # the MiniLM WordPiece tokenizer

@@ -85,7 +85,7 @@ def chance_agreement(keys: np.ndarray) -> float:
 def evaluate_tokenization(tok, *, reference_emb: np.ndarray | None = None, own_emb: np.ndarray | None = None,
                           neighbours: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics of one ItemTokenization (see module docstring); missing inputs give None entries."""
-    from semrec.itemtok.artifact import code_usage
+    from semrec.itemtok.quality import code_usage
 
     codes = tok.codes.numpy()
     stats = tok.stats or {}

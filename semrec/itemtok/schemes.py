@@ -23,7 +23,9 @@ import numpy as np
 from semrec.config import apply_overrides, load_config
 from semrec.embeddings import EmbedConfig, ItemEmbeddings, check_matrix, compute_item_embeddings
 from semrec.errors import SemrecError
-from semrec.itemtok.artifact import ItemTokenization, TitleConfig, code_usage, title_tokenization
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.itemtok.quality import code_usage
+from semrec.itemtok.titles import TitleConfig, title_tokenization
 from semrec.quantizers.base import QUANTIZERS
 from semrec.quantizers.collisions import resolve_collisions
 

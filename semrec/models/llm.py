@@ -7,7 +7,7 @@ next item's title tokens, which are the item's row of a title-scheme :class:`~se
 through the shared :class:`~semrec.training.Trainer`, decoding through the shared trie-constrained beam
 search (`semrec.decoding`), so every generated title is a catalogue title.
 
-    tok = title_tokenization_for_llm(dataset)                 # default backbone: SmolLM2-135M-Instruct
+    tok = title_tokenization_for_llm(dataset)                 # semrec.itemtok; default backbone: SmolLM2-135M-Instruct
     model = build_model("llm", tok, {"lora_r": 8}, seed=0)
     Trainer(model, llm_train_config("tca", alpha=0.1), dataset.train, valid=dataset.valid, teacher=sasrec).fit()
     model.save_pretrained("runs/llm_tca")                      # adapter + tokenization + config
@@ -253,7 +253,7 @@ class LLMRecommender(DecoderRecommender):
         if len(own) != len(mine) or own(probe, add_special_tokens=False)["input_ids"] != \
                 mine(probe, add_special_tokens=False)["input_ids"]:
             raise SemrecError(f"llm: the item tokenization's titles were tokenized with another tokenizer than "
-                              f"{path}'s; build it with semrec.models.llm.title_tokenization_for_llm or set the "
+                              f"{path}'s; build it with semrec.itemtok.titles.title_tokenization_for_llm or set the "
                               "title scheme's tokenizer_path to the model directory")
 
     def attach_cf_teacher(self, teacher) -> None:
@@ -469,50 +469,4 @@ def get_peft_keys(hf: nn.Module) -> list[str]:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def title_tokenization_for_llm(dataset, model_path: str | Path | None = None, *, max_title_chars: int | None = 100,
-                               tokenizer: Any = None):
-    """Title-scheme ItemTokenization of `dataset`'s catalogue in the LLM's tokenizer.
-
-    Titles are cut to `max_title_chars` characters first (the authors keep 100), then cleaned and
-    tokenized without special tokens, followed by EOS (semrec.itemtok.artifact.title_tokenization)."""
-    from semrec.itemtok.artifact import TitleConfig, load_tokenizer, title_tokenization
-    from semrec.llm_assets import resolve_backbone
-
-    path = resolve_backbone(model_path) if tokenizer is None else None
-    tok = tokenizer if tokenizer is not None else load_tokenizer(path)
-    titles = dataset.items["title"].tolist()
-    if max_title_chars is not None:
-        titles = [t if not isinstance(t, str) else t[:max_title_chars] for t in titles]
-    tokenization = title_tokenization(titles, TitleConfig(tokenizer_path=None if path is None else str(path)),
-                                      tokenizer=tok, dataset_name=getattr(dataset, "name", ""))
-    tokenization.config["max_title_chars"] = max_title_chars
-    return tokenization
-
-
-# The authors' training set-up (TCA4Rec main.py): LoRA r 8 / alpha 16 / dropout 0.05 on q,k,v,o; lr 1e-4;
-# effective batch 16 (micro-batch 4 x 4); 10 epochs, validation every 2, early stopping after 3 validations
-# without gain on validation HR@3; 20 warm-up steps; tau 4.5 with MSL (1 without); EOS position untrained.
-LLM_TRAIN_DEFAULTS: dict[str, Any] = dict(
-    epochs=10, batch_size=4, grad_accum=4, lr=1e-4, weight_decay=0.01, warmup_steps=20, valid_every=2,
-    monitor="hr@3", patience=3, num_beams=10, eval_batch_size=8, train_eos=False, max_grad_norm=1.0)
-LLM_MODES = {
-    "ntp": dict(loss="ntp", msl=False, tau=1.0),
-    "tca": dict(loss="tca", msl=False, tau=1.0),
-    "aux_kl": dict(loss="aux_kl", msl=False, tau=1.0),
-    "msl": dict(loss="ntp", msl=True, tau=4.5),
-    "msl_tca": dict(loss="tca", msl=True, tau=4.5),
-}
-
-
-def llm_train_config(mode: str = "ntp", **overrides: Any):
-    """A semrec.training.TrainConfig with the authors' LLM settings for `mode` (a LLM_MODES key), then `overrides`."""
-    from semrec.config import load_config
-    from semrec.training import TrainConfig
-
-    if mode not in LLM_MODES:
-        raise SemrecError(f"unknown LLM training mode '{mode}'; known: {', '.join(LLM_MODES)}")
-    return load_config(TrainConfig, {**LLM_TRAIN_DEFAULTS, **LLM_MODES[mode], **overrides}, name="llm train config")
-
-
-__all__ = ["DEFAULT_TEMPLATE", "LLMConfig", "LLMRecommender", "LLM_MODES", "LLM_TRAIN_DEFAULTS",
-           "backbone_fingerprint", "llm_train_config", "title_tokenization_for_llm"]
+__all__ = ["DEFAULT_TEMPLATE", "LLMConfig", "LLMRecommender", "backbone_fingerprint"]
