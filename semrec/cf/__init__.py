@@ -9,7 +9,8 @@ left-padded histories, the item embedding table, training with early stopping, f
     logits = teacher.item_logits(torch.from_numpy(dataset.test.padded_histories(50)))  # (B, N)
 """
 
-from semrec.cf.base import TEACHERS, CFTeacher, build_teacher, get_teacher_class, register_teacher
+from semrec.cf.base import (TEACHERS, CFTeacher, build_teacher, cf_item_embeddings, get_teacher_class,
+                            register_teacher)
 from semrec.cf.bert4rec import BERT4Rec, BERT4RecConfig
 from semrec.cf.evaluate import evaluate_teacher, target_in_history_rate, teacher_ranks
 from semrec.cf.gru4rec import GRU4Rec, GRU4RecConfig
@@ -17,7 +18,7 @@ from semrec.cf.sasrec import SASRec, SASRecConfig
 from semrec.cf.train import TrainConfig, TrainResult, train_teacher
 
 __all__ = [
-    "TEACHERS", "CFTeacher", "build_teacher", "get_teacher_class", "register_teacher",
+    "TEACHERS", "CFTeacher", "build_teacher", "cf_item_embeddings", "get_teacher_class", "register_teacher",
     "SASRec", "SASRecConfig", "BERT4Rec", "BERT4RecConfig", "GRU4Rec", "GRU4RecConfig",
     "TrainConfig", "TrainResult", "train_teacher",
     "evaluate_teacher", "teacher_ranks", "target_in_history_rate",

@@ -31,7 +31,7 @@ def cache_dir_of(args) -> Path | None:
 
 def cf_of(args, num_items: int):
     """CF item embeddings from --teacher / --cf-emb, or None."""
-    from semrec.embeddings import cf_item_embeddings
+    from semrec.cf import cf_item_embeddings
 
     src = args.teacher or args.cf_emb
     return None if src is None else cf_item_embeddings(src, num_items)

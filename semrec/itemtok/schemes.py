@@ -76,10 +76,6 @@ def load_scheme(source: str | Path | dict | SchemeConfig, overrides: list[str] |
     return cfg
 
 
-def scheme_name(path: str | Path) -> str:
-    return Path(path).stem
-
-
 def build_tokenization(dataset: "SeqDataset", scheme: str | Path | dict | SchemeConfig, *,
                        embeddings: np.ndarray | ItemEmbeddings | None = None, cf_emb: np.ndarray | None = None,
                        cache_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
@@ -117,7 +113,7 @@ def build_tokenization(dataset: "SeqDataset", scheme: str | Path | dict | Scheme
     qcfg = cfg.quantizer_config()
     quantizer = QUANTIZERS[cfg.scheme](qcfg)
     quantizer.fit(emb, cf_emb if cfg.scheme == "letter" else None, progress=progress)
-    raw, last_dist = quantizer._encode(emb)
+    raw, last_dist = quantizer.encode_with_distances(emb)
     usage_before = code_usage(raw, quantizer.codebook_sizes)
     resolved, sizes, report = resolve_collisions(
         raw, cfg.collisions.method, last_dist=last_dist, codebook_sizes=quantizer.codebook_sizes,

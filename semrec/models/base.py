@@ -35,6 +35,14 @@ from semrec.models.batching import Batch, ExampleTable
 FORMAT = "semrec-generative"
 FORMAT_VERSION = 1
 
+# arch name -> class; filled by the @register_model decorator of each model module
+MODELS: dict[str, type["GenerativeRecommender"]] = {}
+
+
+def register_model(cls: type["GenerativeRecommender"]) -> type["GenerativeRecommender"]:
+    MODELS[cls.arch] = cls
+    return cls
+
 
 def tokenization_fingerprint(tok: Any) -> str:
     """SHA-256 (first 16 hex digits) of an item tokenization's codes and special ids."""
@@ -178,7 +186,8 @@ class GenerativeRecommender(nn.Module):
         raise NotImplementedError
 
     # ----- artifacts --------------------------------------------------------------------------
-    def _config_json(self) -> dict:
+    def config_json(self) -> dict:
+        """The metadata written to config.json (format, arch, config, tokenization, training info)."""
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch,
                 "config": config_to_dict(self.config), "tokenization": describe_tokenization(self.tokenization),
                 "training": self.training_info}
@@ -188,7 +197,8 @@ class GenerativeRecommender(nn.Module):
 
         save_model(self.hf, str(out / "model.safetensors"))
 
-    def _load_weights(self, path: Path) -> None:
+    def load_weights(self, path: Path) -> None:
+        """Load the weights saved in directory `path` into this model (strict: shapes must match)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
@@ -207,7 +217,7 @@ class GenerativeRecommender(nn.Module):
         with atomic_dir(out, overwrite=overwrite) as tmp:
             self._save_weights(tmp)
             self.tokenization.save_pretrained(tmp / "tokenization")
-            write_json(tmp / "config.json", self._config_json())
+            write_json(tmp / "config.json", self.config_json())
         return Path(out)
 
     @classmethod
@@ -221,8 +231,6 @@ class GenerativeRecommender(nn.Module):
         if meta.get("format") != FORMAT:
             raise SemrecError(f"{path}/config.json: not a semrec generative model")
         if cls.arch == "":
-            from semrec.models import MODELS
-
             if meta.get("arch") not in MODELS:
                 raise SemrecError(f"{path}/config.json: unknown model arch {meta.get('arch')!r}; "
                                   f"known: {', '.join(MODELS)}")
@@ -244,7 +252,7 @@ class GenerativeRecommender(nn.Module):
                 f"{given['num_items']} items x {given['max_len']})")
         cfg = load_config(cls.config_class, meta["config"], name=f"{path}/config.json config")
         model = cls._instantiate_for_loading(cfg, tokenization, path)
-        model._load_weights(path)
+        model.load_weights(path)
         model.training_info = dict(meta.get("training") or {})
         return model.to(device).eval()
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
+from semrec.models.base import GenerativeRecommender, register_model, reorder_cache, repeat_cache
 from semrec.models.batching import Batch, compact, hash_users, history_tokens
 from semrec.models.shared_prompt import (base_causal_lm, expand_shared_prompt, shared_prompt_state,
                                          shared_prompt_step, supports_shared_prompt)
@@ -55,6 +55,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(1) - 1).clamp(min=0)
 
 
+@register_model
 class DecoderRecommender(GenerativeRecommender):
     arch = "decoder"
     config_class = DecoderConfig

@@ -45,6 +45,7 @@ from torch import nn
 
 from semrec.errors import SemrecError
 from semrec.models.batching import Batch, ExampleTable
+from semrec.models.base import register_model
 from semrec.models.decoder import DecoderRecommender, positions_from_mask
 
 DEFAULT_TEMPLATE = (
@@ -150,6 +151,7 @@ def _lora_targets(hf: nn.Module, wanted: list[str] | None) -> list[str] | None:
     return list(wanted)
 
 
+@register_model
 class LLMRecommender(DecoderRecommender):
     """Title-token recommender on a pretrained causal LM (see the module docstring)."""
 
@@ -392,8 +394,8 @@ class LLMRecommender(DecoderRecommender):
         return self._inputs(batch.input_ids, batch.histories)
 
     # ----- artifacts ----------------------------------------------------------------------------
-    def _config_json(self) -> dict:
-        out = super()._config_json()
+    def config_json(self) -> dict:
+        out = super().config_json()
         out["backbone"] = dict(self.backbone)
         out["finetune"] = self.config.finetune
         return out
@@ -417,7 +419,7 @@ class LLMRecommender(DecoderRecommender):
                       str(out / CF_PROJECTION_FILE))
             self.cf_teacher.save_pretrained(out / CF_TEACHER_DIR)
 
-    def _load_weights(self, path: Path) -> None:
+    def load_weights(self, path: Path) -> None:
         from semrec.artifacts import load_safetensors
 
         path = Path(path)
@@ -435,7 +437,7 @@ class LLMRecommender(DecoderRecommender):
             if expected - set(state):
                 raise SemrecError(f"{f}: adapter lacks {sorted(expected - set(state))[:3]}")
         else:
-            super()._load_weights(path)
+            super().load_weights(path)
         if self.cf_projection is not None:
             f = path / CF_PROJECTION_FILE
             if not f.is_file():

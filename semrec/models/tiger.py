@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from semrec.models.base import GenerativeRecommender
+from semrec.models.base import GenerativeRecommender, register_model
 from semrec.models.batching import Batch, hash_users, history_tokens
 
 
@@ -44,6 +44,7 @@ class TigerConfig:
             raise ValueError("user_buckets must be >= 0")
 
 
+@register_model
 class TigerRecommender(GenerativeRecommender):
     arch = "tiger"
     config_class = TigerConfig

@@ -113,12 +113,12 @@ class Quantizer(abc.ABC):
 
     def encode(self, emb: np.ndarray) -> np.ndarray:
         """(N, d) -> (N, L) int64 raw codes."""
-        return self._encode(self._check_input(emb))[0]
+        return self.encode_with_distances(emb)[0]
 
-    def last_level_distances(self, emb: np.ndarray) -> np.ndarray:
-        """(N, K_last) float32 squared distances of each item's last residual to the last codebook
-        (used to re-assign the last level when resolving collisions)."""
-        return self._encode(self._check_input(emb))[1]
+    def encode_with_distances(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, d) -> (codes (N, L) int64, squared distances (N, K_last) float32 of each item's last residual
+        to the last codebook: used to re-assign the last level when resolving collisions)."""
+        return self._encode(self._check_input(emb))
 
     @abc.abstractmethod
     def _encode(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -320,13 +320,6 @@ class RQVAE(Quantizer):
     def reconstruct(self, emb: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(emb))
 
-    @torch.no_grad()
-    def latent_codes_sum(self, codes: np.ndarray) -> np.ndarray:
-        """(N, L) raw codes -> (N, latent) sum of codewords (the quantized item representation)."""
-        dev = next(self.model.parameters()).device
-        c = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=dev)
-        return sum(cb[c[:, l]] for l, cb in enumerate(self.model.codebooks)).cpu().numpy()
-
     # ------------------------------------------------------------------------------------------- io
     def _write_extra(self, directory) -> None:
         """loss_curve.png: per-epoch losses and codes used per level (also in config.json fit_info)."""

@@ -104,7 +104,7 @@ def load_checkpoint(path: Path, *, model, optimizer: torch.optim.Optimizer, sche
     path = Path(path)
     if not (path / "trainer_state.json").is_file():
         raise SemrecError(f"{path}: not a training checkpoint (no trainer_state.json)")
-    model._load_weights(path / "model")
+    model.load_weights(path / "model")
     dev = next(model.parameters()).device
     optimizer.load_state_dict(load_state(path, "optimizer", dev))
     scheduler.load_state_dict(read_json(path / "scheduler.json"))

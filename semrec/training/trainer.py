@@ -150,7 +150,7 @@ class Trainer:
             raise SemrecError(f"{self.out_dir}: cannot resume, the training config changed in "
                               f"{', '.join(diff)} (use another output directory)")
         saved = read_json(ckpt / "model" / "config.json")
-        mine = self.model._config_json()
+        mine = self.model.config_json()
         checks = (("arch", "model architecture"), ("config", "model config"), ("tokenization", "item tokenization"))
         for key, what in checks:
             if saved.get(key) != mine[key]:
@@ -302,7 +302,7 @@ class Trainer:
         if state["best_epoch"] is not None:
             if self.out_dir is not None:
                 best_dir = self.out_dir / "best"
-                model._load_weights(best_dir)
+                model.load_weights(best_dir)
                 model.to(self.device)
             elif best_mem is not None:
                 model.load_state_dict(best_mem)
@@ -326,9 +326,3 @@ def _global_mean(loss: torch.Tensor, labels: torch.Tensor, empty: bool, world: i
     if n == 0:
         return loss * 0.0, 0.0
     return loss * (n_local * world / n), total / n
-
-
-def train(model, config: TrainConfig, train_examples: Examples | ExampleTable, **kwargs) -> TrainResult:
-    """Shorthand for Trainer(model, config, train_examples, **kwargs).fit()."""
-    resume = kwargs.pop("resume", True)
-    return Trainer(model, config, train_examples, **kwargs).fit(resume=resume)
