@@ -168,7 +168,7 @@ def test_ct_chunked_and_float32(monkeypatch):
     tokens, vocab, pad, logits, targets = make_case("titles_eos", seed=3)
     ct = CollaborativeTokenizer(PrefixIndex(tokens, pad, vocab))
     whole = ct(logits, targets)
-    monkeypatch.setattr(tokenizer_mod, "CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(tokenizer_mod, "CT_CANDIDATES_PER_CHUNK", 7)
     torch.testing.assert_close(ct(logits, targets), whole, atol=1e-15, rtol=0)
     f32 = ct(logits.float(), targets)
     assert f32.dtype == torch.float32
@@ -341,7 +341,7 @@ def test_reductions_chunking_and_registry(monkeypatch):
     mean = soft_ntp_loss(logits, labels, sparse, 0.4)
     torch.testing.assert_close(mean, none.sum() / (labels != -100).sum())
     g_whole, = torch.autograd.grad(mean, logits)
-    monkeypatch.setitem(losses_mod.CHUNK_ELEMENTS, "cpu", 3 * logits.shape[-1])  # 3 rows per chunk
+    monkeypatch.setitem(losses_mod.LOGIT_ELEMENTS_PER_CHUNK, "cpu", 3 * logits.shape[-1])  # 3 rows per chunk
     chunked = soft_ntp_loss(logits, labels, sparse, 0.4)
     torch.testing.assert_close(chunked, mean, atol=1e-14, rtol=0)
     torch.testing.assert_close(torch.autograd.grad(chunked, logits)[0], g_whole, atol=1e-14, rtol=0)

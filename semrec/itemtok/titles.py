@@ -33,7 +33,7 @@ _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _WS = re.compile(r"\s+")
 
 
-def normalize_title(title: str | None, *, lowercase: bool = False) -> str:
+def title_for_tokens(title: str | None, *, lowercase: bool = False) -> str:
     """The text a title is tokenized from: HTML-unescaped, control characters removed, whitespace
     collapsed, stripped ('' for None). Datasets clean their titles on import (semrec.data.clean_title);
     this is the tokenizer-side normalisation (lowercasing is a scheme option)."""
@@ -57,7 +57,7 @@ def title_tokenization(titles: Sequence[str | None], config: TitleConfig | dict 
     identical token sequences share one entry."""
     cfg = config if isinstance(config, TitleConfig) else load_config(TitleConfig, config or {}, name="title")
     tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer_path)
-    cleaned = [normalize_title(t, lowercase=cfg.lowercase) for t in titles]
+    cleaned = [title_for_tokens(t, lowercase=cfg.lowercase) for t in titles]
     missing = [i for i, t in enumerate(cleaned) if not t]
     if missing:
         raise SemrecError(f"{dataset_name or 'catalogue'}: {len(missing)} item(s) have no title (first: item "

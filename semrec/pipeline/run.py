@@ -164,7 +164,8 @@ class Pipeline:
         shutil.rmtree(work, ignore_errors=True)
         return d
 
-    def evaluate(self, model_dir: Path, teacher_dir: Path, split: str) -> dict:
+    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str) -> dict:
+        """The eval stage: metrics of a trained model on `split` (semrec.evaluation.evaluate), cached."""
         from semrec.evaluation import evaluate
         from semrec.models import load_model
         from semrec.runtime import resolve_device
@@ -248,7 +249,7 @@ class Pipeline:
                     valid = read_json(mdir / "train.json")["best_valid"]
                     candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
                 best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
-                metrics = self.evaluate(mdir, teacher_dir, "test")
+                metrics = self.split_metrics(mdir, teacher_dir, "test")
                 train_info = read_json(mdir / "train.json")
                 tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
                 rows.append({"name": spec.name, "model": spec.model, "tokenizer": Path(scheme).stem,

@@ -28,7 +28,7 @@ from semrec.errors import SemrecError
 from semrec.trie import PrefixIndex, check_token_rows
 
 # Flat candidate elements processed at once for positions >= 1 (bounds the CT's working memory).
-CHUNK_ELEMENTS = 1 << 20
+CT_CANDIDATES_PER_CHUNK = 1 << 20
 
 
 @dataclass
@@ -280,9 +280,9 @@ class CollaborativeTokenizer:
         clo = ix.edge_lo[pa]
         size = ix.edge_hi[pc - 1] - clo  # candidates: the union of the children ranges
         ends = torch.cumsum(size, 0)
-        # Chunk boundaries so that each chunk holds at most CHUNK_ELEMENTS candidates (or one pair).
-        cuts = torch.searchsorted(ends, torch.arange(1, int(ends[-1]) // CHUNK_ELEMENTS + 1,
-                                                     device=ends.device) * CHUNK_ELEMENTS, right=True)
+        # Chunk boundaries so that each chunk holds at most CT_CANDIDATES_PER_CHUNK candidates (or one pair).
+        cuts = torch.searchsorted(ends, torch.arange(1, int(ends[-1]) // CT_CANDIDATES_PER_CHUNK + 1,
+                                                     device=ends.device) * CT_CANDIDATES_PER_CHUNK, right=True)
         bounds = sorted({0, pb.numel(), *[int(x) for x in cuts.tolist()]})
         for p0, p1 in zip(bounds[:-1], bounds[1:]):
             if p1 <= p0:

@@ -6,10 +6,10 @@ smoothing, MSL), with warmup + cosine AdamW, accumulation, validation, early sto
                      teacher=teacher, out_dir="runs/x").fit()
 """
 
-from semrec.training.config import LOSSES, TrainConfig
-from semrec.training.losses import allowed_along, token_loss
+from semrec.training.config import TrainConfig
+from semrec.training.losses import LOSSES, Loss, token_loss
 from semrec.training.presets import LLM_MODES, LLM_TRAIN_DEFAULTS, llm_train_config
 from semrec.training.trainer import TeacherLogits, Trainer, TrainResult, precompute_teacher_logits
 
-__all__ = ["LLM_MODES", "LLM_TRAIN_DEFAULTS", "llm_train_config", "LOSSES", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer", "allowed_along", "precompute_teacher_logits",
-           "token_loss"]
+__all__ = ["LLM_MODES", "LLM_TRAIN_DEFAULTS", "LOSSES", "Loss", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer",
+           "llm_train_config", "precompute_teacher_logits", "token_loss"]
