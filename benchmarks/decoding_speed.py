@@ -30,7 +30,8 @@ from semrec.data import load_builtin
 from semrec.decoding import beam_search
 from semrec.artifacts import atomic_file, write_json
 from semrec.itemtok.artifact import ItemTokenization
-from semrec.models import ExampleTable, build_model
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
 from semrec.runtime import describe_machine, git_commit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -125,7 +125,8 @@ def cpu_probe(args, tok, train, valid, dev, rows: int = 16) -> dict:
     import torch
 
     from semrec.evaluation import evaluate
-    from semrec.models import ExampleTable, build_model
+    from semrec.data.examples import ExampleTable
+    from semrec.models import build_model
     from semrec.training.presets import llm_train_config
     from semrec.training.losses import token_loss
 
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     from semrec.data import load_builtin
     from semrec.artifacts import atomic_file, write_json
     from semrec.llm_assets import resolve_backbone
-    from semrec.models import ExampleTable
+    from semrec.data.examples import ExampleTable
     from semrec.itemtok.titles import title_tokenization_for_llm
     from semrec.runtime import describe_machine, git_commit, resolve_device, seed_everything
 

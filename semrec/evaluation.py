@@ -23,7 +23,7 @@ from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
 from semrec.metrics import collaborative_consistency, rank_metrics
-from semrec.models.batching import ExampleTable
+from semrec.data.examples import ExampleTable
 from semrec.runtime import describe_machine
 
 PROTOCOL_KS = {"T": (1, 3, 5, 10), "P": (5, 10)}

@@ -223,7 +223,7 @@ class Recommender:
         """Item-id histories -> an ExampleTable (last `max_history` items, left-padded; user 0, no target)."""
         import torch
 
-        from semrec.models.batching import ExampleTable
+        from semrec.data.examples import ExampleTable
 
         h = self.model.max_history
         hist = torch.full((len(ids), h), -1, dtype=torch.long)

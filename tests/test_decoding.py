@@ -7,7 +7,8 @@ from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, ex
 
 from semrec.decoding import beam_search, next_token_log_probs
 from semrec.errors import SemrecError
-from semrec.models import ExampleTable, build_model
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
 
 torch.set_num_threads(1)
 B = 6

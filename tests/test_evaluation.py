@@ -12,7 +12,8 @@ from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.evaluation import evaluate, result_row
 from semrec.itemtok.artifact import ItemTokenization
-from semrec.models import ExampleTable, build_model
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
 
 torch.set_num_threads(1)
 

@@ -23,7 +23,8 @@ from semrec.data import load_builtin
 from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
-from semrec.models import ExampleTable, build_model, load_model
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model, load_model
 from semrec.itemtok.titles import title_tokenization_for_llm
 from semrec.models.llm import ITEM_SLOT, USER_SLOT, LLMConfig, LLMRecommender
 from semrec.tca import CollaborativeTokenizer, collaborative_token_distribution

@@ -7,7 +7,8 @@ from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, exa
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
-from semrec.models import MODELS, ExampleTable, build_model, load_model, training_examples
+from semrec.data.examples import ExampleTable, training_examples
+from semrec.models import MODELS, build_model, load_model
 from semrec.models.batching import compact, history_tokens
 
 torch.set_num_threads(1)

@@ -278,7 +278,8 @@ def artifacts(recipe, reference, tmp_path_factory):
     from semrec.config import load_config
     from semrec.data.dataset import SeqDataset
     from semrec.itemtok.artifact import ItemTokenization
-    from semrec.models import build_model, load_model, training_examples
+    from semrec.data.examples import training_examples
+    from semrec.models import build_model, load_model
     from semrec.serving import Recommender
     from semrec.training import TrainConfig, Trainer
 
@@ -364,7 +365,8 @@ def test_nan_or_inf_teacher_logits_are_refused_naming_the_teacher(artifacts):
     from semrec.cf.base import check_logits
     from semrec.evaluation import evaluate
     from semrec.itemtok.artifact import ItemTokenization
-    from semrec.models import build_model, training_examples
+    from semrec.data.examples import training_examples
+    from semrec.models import build_model
     from semrec.training import TrainConfig, Trainer
     from semrec.training.trainer import precompute_teacher_logits
 

@@ -10,7 +10,8 @@ from generative_helpers import LLAMA_TINY, TIGER_TINY, examples, semantic_ids, t
 import semrec.training.trainer as trainer_mod
 from semrec.cf import SASRec, SASRecConfig
 from semrec.errors import SemrecError
-from semrec.models import ExampleTable, build_model, load_model
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model, load_model
 from semrec.training import TrainConfig, Trainer, precompute_teacher_logits, token_loss
 
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from semrec.errors import SemrecError
 from semrec.models.base import MODELS, GenerativeRecommender, register_model, tokenization_fingerprint
-from semrec.models.batching import Batch, ExampleTable, training_examples
+from semrec.models.batching import Batch
 from semrec.models.tiger import TigerConfig, TigerRecommender  # registered first: MODELS lists tiger, decoder, llm
 from semrec.models.decoder import DecoderConfig, DecoderRecommender  # noqa: I001
 from semrec.models.llm import LLMConfig, LLMRecommender
@@ -28,6 +28,5 @@ def load_model(path, *, tokenization: Any = None, device="cpu") -> GenerativeRec
     return GenerativeRecommender.from_pretrained(path, tokenization=tokenization, device=device)
 
 
-__all__ = ["MODELS", "Batch", "DecoderConfig", "DecoderRecommender", "ExampleTable", "GenerativeRecommender",
-           "TigerConfig", "TigerRecommender", "build_model", "load_model", "register_model", "tokenization_fingerprint",
-           "training_examples"]
+__all__ = ["MODELS", "Batch", "DecoderConfig", "DecoderRecommender", "GenerativeRecommender",
+           "TigerConfig", "TigerRecommender", "build_model", "load_model", "register_model", "tokenization_fingerprint"]

@@ -30,7 +30,8 @@ from torch import nn
 from semrec.config import config_to_dict, load_config
 from semrec.errors import SemrecError
 from semrec.artifacts import atomic_dir, read_json, write_json
-from semrec.models.batching import Batch, ExampleTable
+from semrec.data.examples import ExampleTable
+from semrec.models.batching import Batch
 
 FORMAT = "semrec-generative"
 FORMAT_VERSION = 1

@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from semrec.errors import SemrecError
-from semrec.models.batching import Batch, ExampleTable
+from semrec.data.examples import ExampleTable
+from semrec.models.batching import Batch
 from semrec.models.base import register_model
 from semrec.models.decoder import DecoderRecommender, positions_from_mask
 

@@ -129,7 +129,8 @@ class Pipeline:
 
     def model(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path, seed: int, sweep: dict) -> Path:
         from semrec.itemtok.artifact import ItemTokenization
-        from semrec.models import build_model, training_examples
+        from semrec.data.examples import training_examples
+        from semrec.models import build_model
         from semrec.training import Trainer
         from semrec.training.losses import uses_teacher
 

@@ -28,7 +28,7 @@ from semrec.config import config_to_dict
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.artifacts import read_json, write_json
-from semrec.models.batching import ExampleTable
+from semrec.data.examples import ExampleTable
 from semrec.training.checkpoint import load_checkpoint, save_checkpoint
 from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
 from semrec.training.metrics_log import MetricsLog
