@@ -13,7 +13,8 @@ from serving_helpers import build_tiny_run
 from semrec.cli import main
 from semrec.artifacts import read_json
 from semrec.itemtok.artifact import ItemTokenization
-from semrec.report import alpha_sweep, build_report, load_run
+from semrec.pipeline.results import RunDirectory
+from semrec.report import alpha_sweep, build_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -65,7 +66,7 @@ def test_alpha_sweep_table_and_plot(run_dir, report):
     for r in rows:  # alpha 0 of the sweep is the NTP twin
         if r["name"] == "TIGER":
             assert (f"| tiny | TIGER | test | 0 | {r['seed']} | {r['ndcg@10']:.4f} | {r['cc']:.4f} |") in section
-    sweep = alpha_sweep([load_run(run_dir)])
+    sweep = alpha_sweep([RunDirectory(run_dir)])
     zero = [e for e in sweep["test"] if e["alpha"] == 0.0]
     assert zero and all(e["name"] == "TIGER+TCA" and e["ntp_twin"] == "TIGER" for e in zero)
     assert "![alpha sweep](alpha_sweep.png)" in section

@@ -13,7 +13,8 @@ from semrec.cli import main
 from semrec.errors import SemrecError
 from semrec.artifacts import read_json, write_json
 from semrec.models import load_model
-from semrec.serving import Recommender, find_model_stage, pick_row
+from semrec.pipeline.results import RunDirectory
+from semrec.serving import Recommender, pick_row
 from serving_helpers import build_tiny_run, tiny_titles
 
 N_ITEMS = 40
@@ -118,9 +119,10 @@ def test_old_run_without_recorded_stage(run_dir, tmp_path):
     for row in res["rows"]:
         row.pop("model_stage", None)
     write_json(old / "results.json", res)
+    run = RunDirectory(old)
     for name in ("TIGER", "TIGER+TCA"):
         want = next(r for r in read_json(run_dir / "results.json")["rows"] if r["name"] == name)["model_stage"]
-        assert find_model_stage(old, pick_row(res, name, "x")).name == want
+        assert run.model_stage(pick_row(run, name)).name == want
 
 
 def test_cli_recommend_text_json_and_file(run_dir, tmp_path, capsys):

@@ -11,10 +11,11 @@ import tca_gain  # noqa: E402  (a script of benchmarks/, not a package)
 
 def _result(ntp: list[float], tca: list[float]) -> dict:
     rows = []
-    for name, loss, vals in (("TIGER", "ntp", ntp), ("TIGER+TCA", "tca", tca), ("Decoder+TCA", "tca", tca)):
+    for name, model, loss, vals in (("TIGER", "tiger", "ntp", ntp), ("TIGER+TCA", "tiger", "tca", tca),
+                                    ("Decoder+TCA", "decoder", "tca", tca)):
         for seed, v in enumerate(vals):
-            rows.append({"name": name, "loss": loss, "seed": seed, "tokenizer": "rqkmeans", "alpha": 0.2,
-                         "ndcg@10": v, "hr@10": 2 * v, "cc": 0.1})
+            rows.append({"name": name, "model": model, "loss": loss, "seed": seed, "tokenizer": "rqkmeans",
+                         "alpha": 0.2, "ndcg@10": v, "hr@10": 2 * v, "cc": 0.1})
     return {"dataset": "office-t", "recipe": "r", "rows": rows}
 
 

@@ -25,6 +25,7 @@ from semrec.errors import SemrecError
 from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
+from semrec.pipeline.results import ResultRow
 
 TABLE_METRICS = {"T": ["hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"],
                  "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"]}
@@ -227,7 +228,7 @@ class Pipeline:
 
         r = self.recipe
         t_start = time.time()
-        rows: list[dict] = []
+        rows: list[ResultRow] = []
         device = resolve_device(r.device)
         common = {"dataset": self.dataset.name, "protocol": self.protocol, "split": "test", "device": str(device)}
         for seed in r.seeds:
@@ -235,9 +236,9 @@ class Pipeline:
             for tname in dict.fromkeys([r.teacher.model, *r.teachers_in_table]):
                 tdir = teacher_dir if tname == r.teacher.model else self.teacher(tname, seed)
                 m = read_json(tdir / "metrics.json")["test"]
-                rows.append({"name": _teacher_label(tname), "model": tname, "tokenizer": None, "loss": "ce",
-                             "alpha": None, "tau": None, **common, "seed": seed, **m,
-                             "wall_time_s": read_json(tdir / "stage.json")["seconds"]})
+                rows.append(ResultRow(name=_teacher_label(tname), model=tname, tokenizer=None, loss="ce", alpha=None,
+                                      tau=None, **common, seed=seed, metrics=m,
+                                      wall_time_s=read_json(tdir / "stage.json")["seconds"]))
             tok_dirs: dict[str, Path] = {}
             for spec in r.models:
                 scheme = spec.tokenizer or r.tokenizer
@@ -253,25 +254,25 @@ class Pipeline:
                 metrics = self.split_metrics(mdir, teacher_dir, "test")
                 train_info = read_json(mdir / "train.json")
                 tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
-                rows.append({"name": spec.name, "model": spec.model, "tokenizer": Path(scheme).stem,
-                             "loss": tcfg.loss + ("+msl" if tcfg.msl else ""),
-                             "alpha": tcfg.alpha if tcfg.loss == "tca" else None, "tau": tcfg.tau,
-                             **common, "seed": seed, **{k: v for k, v in metrics.items() if k != "wall_time_s"},
-                             "selected_on_valid": {**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
-                             "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
-                             "train_wall_time_s": train_info["wall_time_s"],
-                             "eval_wall_time_s": metrics.get("wall_time_s"),
-                             "epochs_run": train_info["epochs_run"],
-                             "model_stage": mdir.name})  # read by semrec.serving / semrec.report
+                rows.append(ResultRow(
+                    name=spec.name, model=spec.model, tokenizer=Path(scheme).stem,
+                    loss=tcfg.loss + ("+msl" if tcfg.msl else ""), alpha=tcfg.alpha if tcfg.loss == "tca" else None,
+                    tau=tcfg.tau, **common, seed=seed,
+                    metrics={k: v for k, v in metrics.items() if k != "wall_time_s"},
+                    baseline=baseline_of(r, spec),
+                    selected_on_valid={**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
+                    sweep_valid=[{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
+                    train_wall_time_s=train_info["wall_time_s"], eval_wall_time_s=metrics.get("wall_time_s"),
+                    epochs_run=train_info["epochs_run"], model_stage=mdir.name))
         result = {
             "recipe": r.name, "dataset": self.dataset.name, "protocol": self.protocol, "seeds": r.seeds,
             "data": _data_spec(r.data),  # how to reload the dataset (semrec.serving)
             "commit": git_commit(), "machine": describe_machine(device),
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
-            "compute_time_s": round(sum(self.cache.used.values()), 1), "rows": rows,
-            "summary": summarize(rows, TABLE_METRICS[self.protocol]),
+            "compute_time_s": round(sum(self.cache.used.values()), 1), "rows": [row.to_dict() for row in rows],
         }
+        result["summary"] = summarize(result["rows"], TABLE_METRICS[self.protocol])
         if distributed.is_main():  # rank 0 alone writes the results
             write_json(self.out / "results.json", result)
             md = results_markdown(result)
@@ -279,6 +280,26 @@ class Pipeline:
                 f.write(md)
         distributed.barrier()
         return result
+
+
+# TrainConfig fields that only configure the CF signal: a TCA row and its NTP baseline may differ in these.
+TCA_SETTINGS = ("loss", "alpha", "cf_temperature", "cf_top_k")
+
+
+def baseline_of(recipe: Recipe, spec: ModelSpec) -> str | None:
+    """The NTP model row a TCA row is compared with: the first with the same model, config, IDs, training
+    examples and training settings apart from TCA_SETTINGS (TCA at alpha 0 is that row); else None."""
+    def budget(s: ModelSpec) -> tuple:
+        tcfg = dataclasses.asdict(train_config(recipe, s, seed=0))
+        for k in TCA_SETTINGS:
+            tcfg.pop(k)
+        return s.model, s.config, s.tokenizer or recipe.tokenizer, s.examples, tcfg
+
+    if train_config(recipe, spec, seed=0).loss != "tca":
+        return None
+    twins = [s.name for s in recipe.models
+             if train_config(recipe, s, seed=0).loss == "ntp" and budget(s) == budget(spec)]
+    return twins[0] if twins else None
 
 
 def _data_spec(spec: str) -> str:
