@@ -54,7 +54,7 @@ P_KS, T_KS = (5, 10), (1, 3, 5, 10)
 
 def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, device: str, max_epochs: int | None,
             progress: bool) -> dict:
-    from semrec.cf import TrainConfig
+    from semrec.training.teacher import TrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin

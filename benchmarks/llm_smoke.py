@@ -65,7 +65,7 @@ def get_teacher(dataset_name: str, teacher_dir: str | None, work: Path, max_epoc
     sys.path.insert(0, str(REPO / "benchmarks"))
     import cf_teachers  # one definition of the protocol-T teacher settings
 
-    from semrec.cf import TrainConfig
+    from semrec.training.teacher import TrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin

@@ -35,7 +35,8 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     read) and saved there. Returns (item embeddings (N, d), info)."""
     import torch
 
-    from semrec.cf import TEACHERS, CFTeacher, SASRecConfig, TrainConfig, evaluate_teacher, train_teacher
+    from semrec.cf import TEACHERS, CFTeacher, SASRecConfig, evaluate_teacher
+    from semrec.training.teacher import TrainConfig, train_teacher
 
     candidates = [root / f"{ds.name}_sasrec_seed{seed}", root / f"{ds.name}_sasrec"]
     path = next((c for c in candidates if (c / "config.json").is_file()), candidates[0])

@@ -175,19 +175,19 @@ def gpu_out_of_memory() -> Iterator[None]:
     """Make CF teacher training raise what CUDA raises when an allocation fails."""
     import torch
 
-    import semrec.cf
+    import semrec.training.teacher
 
     def fail(*args, **kwargs):
         raise torch.OutOfMemoryError(
             "CUDA out of memory. Tried to allocate 7.81 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
             "3.12 GiB is free. Of the allocated memory 70.2 GiB is allocated by PyTorch.")
 
-    saved = semrec.cf.train_teacher
-    semrec.cf.train_teacher = fail
+    saved = semrec.training.teacher.train_teacher
+    semrec.training.teacher.train_teacher = fail
     try:
         yield
     finally:
-        semrec.cf.train_teacher = saved
+        semrec.training.teacher.train_teacher = saved
 
 
 @dataclass

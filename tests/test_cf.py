@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from semrec.cf import (TEACHERS, BERT4Rec, BERT4RecConfig, CFTeacher, GRU4Rec, GRU4RecConfig, SASRec,
-                       SASRecConfig, TrainConfig, evaluate_teacher, train_teacher)
+                       SASRecConfig, evaluate_teacher)
 from semrec.cf.sequences import make_windows, merge_user_sequences, training_sequences
-from semrec.cf.train import length_batches
+from semrec.training.teacher import TrainConfig, length_batches, train_teacher
 from semrec.cli import main
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError

@@ -22,8 +22,9 @@ import torch
 from generative_helpers import GPT2_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 from semrec import distributed
-from semrec.cf import SASRec, SASRecConfig, evaluate_teacher, train_teacher
-from semrec.cf import TrainConfig as CFTrainConfig
+from semrec.cf import SASRec, SASRecConfig, evaluate_teacher
+from semrec.training.teacher import train_teacher
+from semrec.training.teacher import TrainConfig as CFTrainConfig
 from semrec.cf.base import CFTeacher
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError

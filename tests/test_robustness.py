@@ -273,8 +273,9 @@ def _truncate(f: Path, how: str) -> None:
 @pytest.fixture(scope="module")
 def artifacts(recipe, reference, tmp_path_factory):
     """Loaders of every artifact a user may hand us, each with the directory it reads."""
-    from semrec.cf import TEACHERS, CFTeacher, train_teacher
-    from semrec.cf import TrainConfig as CFTrainConfig
+    from semrec.cf import TEACHERS, CFTeacher
+    from semrec.training.teacher import TrainConfig as CFTrainConfig
+    from semrec.training.teacher import train_teacher
     from semrec.config import load_config
     from semrec.data.dataset import SeqDataset
     from semrec.itemtok.artifact import ItemTokenization
@@ -395,8 +396,8 @@ def test_nan_or_inf_teacher_logits_are_refused_naming_the_teacher(artifacts):
 
 
 def test_cf_training_that_diverges_stops_with_one_line(tmp_path):
-    from semrec.cf import train_teacher
-    from semrec.cf import TrainConfig as CFTrainConfig
+    from semrec.training.teacher import TrainConfig as CFTrainConfig
+    from semrec.training.teacher import train_teacher
 
     t = _nan_teacher()
     with pytest.raises(SemrecError, match="sasrec: training diverged: loss is nan in epoch 1"):

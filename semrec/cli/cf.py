@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_config_class(model_name: str):
     """A dataclass {model: <teacher config>, train: TrainConfig} for --config / --set."""
-    from semrec.cf import TrainConfig, get_teacher_class
+    from semrec.cf import get_teacher_class
+    from semrec.training.teacher import TrainConfig
 
     mcls = get_teacher_class(model_name).config_class
     return dataclasses.make_dataclass("CFRunConfig", [
@@ -146,7 +147,8 @@ def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "a
     import time
 
     from semrec import distributed
-    from semrec.cf import build_teacher, evaluate_teacher, target_in_history_rate, train_teacher
+    from semrec.cf import build_teacher, evaluate_teacher, target_in_history_rate
+    from semrec.training.teacher import train_teacher
     from semrec.cf.sequences import __doc__ as rows_doc
     from semrec.config import config_to_dict
     from semrec.artifacts import atomic_dir, atomic_file, write_json

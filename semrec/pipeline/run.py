@@ -64,8 +64,9 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
-        from semrec.cf import TEACHERS, build_teacher, train_teacher
-        from semrec.cf import TrainConfig as CFTrainConfig
+        from semrec.cf import TEACHERS, build_teacher
+        from semrec.training.teacher import TrainConfig as CFTrainConfig
+        from semrec.training.teacher import train_teacher
         from semrec.cf.evaluate import evaluate_teacher
         from semrec.config import load_config
 
