@@ -54,7 +54,7 @@ P_KS, T_KS = (5, 10), (1, 3, 5, 10)
 
 def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, device: str, max_epochs: int | None,
             progress: bool) -> dict:
-    from semrec.training.teacher import TrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin
@@ -70,7 +70,7 @@ def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, d
     if max_epochs is not None:
         train["epochs"] = min(train["epochs"], max_epochs)
     cfg = load_config(run_config_class(model_name), {"model": MODEL[key], "train": train})
-    assert isinstance(cfg.train, TrainConfig)
+    assert isinstance(cfg.train, TeacherTrainConfig)
     t = time.time()
     print(f"[train] {dataset_name} {model_name} seed {seed} -> {out}", flush=True)
     metrics = train_and_save(model_name, cfg, ds, out, device=device, progress=progress, overwrite=True)

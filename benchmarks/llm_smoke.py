@@ -65,7 +65,7 @@ def get_teacher(dataset_name: str, teacher_dir: str | None, work: Path, max_epoc
     sys.path.insert(0, str(REPO / "benchmarks"))
     import cf_teachers  # one definition of the protocol-T teacher settings
 
-    from semrec.training.teacher import TrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin
@@ -76,7 +76,7 @@ def get_teacher(dataset_name: str, teacher_dir: str | None, work: Path, max_epoc
         train = dict(cf_teachers.TRAIN[("sasrec", "T")], seed=0, ks=(1, 3, 5, 10, 20))
         train["epochs"] = min(train["epochs"], max_epochs)
         cfg = load_config(run_config_class("sasrec"), {"model": cf_teachers.MODEL[("sasrec", "T")], "train": train})
-        assert isinstance(cfg.train, TrainConfig)
+        assert isinstance(cfg.train, TeacherTrainConfig)
         print(f"[teacher] training {how} -> {out}", flush=True)
         train_and_save("sasrec", cfg, load_builtin(dataset_name), out, device=device, progress=progress,
                        overwrite=True)

@@ -36,7 +36,7 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     import torch
 
     from semrec.cf import TEACHERS, CFTeacher, SASRecConfig, evaluate_teacher
-    from semrec.training.teacher import TrainConfig, train_teacher
+    from semrec.training.teacher import TeacherTrainConfig, train_teacher
 
     candidates = [root / f"{ds.name}_sasrec_seed{seed}", root / f"{ds.name}_sasrec"]
     path = next((c for c in candidates if (c / "config.json").is_file()), candidates[0])
@@ -47,7 +47,7 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     else:
         t0 = time.perf_counter()
         teacher = TEACHERS["sasrec"](ds.num_items, SASRecConfig(hidden=64, max_len=10))
-        res = train_teacher(teacher, ds, TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, patience=3, seed=seed),
+        res = train_teacher(teacher, ds, TeacherTrainConfig(epochs=epochs, batch_size=128, lr=3e-3, patience=3, seed=seed),
                             device="cpu", progress=progress)
         teacher.save_pretrained(path, extra={"dataset": ds.name, "protocol": ds.protocol, "best_epoch": res.best_epoch})
         info.update(source="trained", train_seconds=time.perf_counter() - t0, best_epoch=res.best_epoch)

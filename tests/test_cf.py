@@ -8,7 +8,7 @@ import torch
 from semrec.cf import (TEACHERS, BERT4Rec, BERT4RecConfig, CFTeacher, GRU4Rec, GRU4RecConfig, SASRec,
                        SASRecConfig, evaluate_teacher)
 from semrec.cf.sequences import make_windows, merge_user_sequences, training_sequences
-from semrec.training.teacher import TrainConfig, length_batches, train_teacher
+from semrec.training.teacher import TeacherTrainConfig, length_batches, train_teacher
 from semrec.cli import main
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -192,7 +192,7 @@ def test_trainer_never_sees_test_or_selection_targets(name):
     for include_valid in (False, True):
         seen = set()
         model = TEACHERS[name](50, SMALL[name])
-        train_teacher(model, ds, TrainConfig(epochs=2, batch_size=16, include_valid=include_valid, ks=(10,)),
+        train_teacher(model, ds, TeacherTrainConfig(epochs=2, batch_size=16, include_valid=include_valid, ks=(10,)),
                       progress=False, on_batch=lambda w: seen.update(w[w >= 0].tolist()))
         assert seen and not seen & set(range(40, 50))  # no test target, ever
         assert bool(seen & set(range(30, 40))) == include_valid  # valid targets only when asked
@@ -202,7 +202,7 @@ def test_trainer_never_sees_test_or_selection_targets(name):
                                              ("bert4rec", "ce", 8), ("gru4rec", "ce", 4)])
 def test_training_reduces_loss(pattern_ds, name, loss, epochs):
     model = TEACHERS[name](N, SMALL[name])
-    res = train_teacher(model, pattern_ds, TrainConfig(epochs=epochs, batch_size=16, lr=0.005, loss=loss,
+    res = train_teacher(model, pattern_ds, TeacherTrainConfig(epochs=epochs, batch_size=16, lr=0.005, loss=loss,
                                                        num_negatives=2, ks=(10,), patience=10), progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.8 * losses[0]
@@ -210,7 +210,7 @@ def test_training_reduces_loss(pattern_ds, name, loss, epochs):
 
 def test_sasrec_learns_next_item_pattern(pattern_ds):
     model = TEACHERS["sasrec"](N, SASRecConfig(hidden=32, heads=2, ffn=64, max_len=8, dropout=0.1))
-    res = train_teacher(model, pattern_ds, TrainConfig(epochs=12, batch_size=16, lr=0.005, ks=(1, 10)),
+    res = train_teacher(model, pattern_ds, TeacherTrainConfig(epochs=12, batch_size=16, lr=0.005, ks=(1, 10)),
                         progress=False)
     assert evaluate_teacher(model, pattern_ds.test, ks=(1,))["hr@1"] > 0.9
     assert res.best_valid["hr@1"] > 0.9
@@ -219,7 +219,7 @@ def test_sasrec_learns_next_item_pattern(pattern_ds):
 
 
 def test_resume_after_interruption_matches_uninterrupted(pattern_ds, tmp_path):
-    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.005, ks=(10,), patience=10)
+    cfg = TeacherTrainConfig(epochs=3, batch_size=32, lr=0.005, ks=(10,), patience=10)
     ref = build("sasrec", seed=1).train()
     train_teacher(ref, pattern_ds, cfg, progress=False)
 
@@ -244,7 +244,7 @@ def test_resume_after_interruption_matches_uninterrupted(pattern_ds, tmp_path):
     for k, v in ref.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
     with pytest.raises(SemrecError, match="another model/data/config"):
-        train_teacher(build("sasrec"), pattern_ds, TrainConfig(epochs=4, ks=(10,)), progress=False,
+        train_teacher(build("sasrec"), pattern_ds, TeacherTrainConfig(epochs=4, ks=(10,)), progress=False,
                       checkpoint_dir=tmp_path / "ck")
 
 

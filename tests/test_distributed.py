@@ -24,7 +24,7 @@ from generative_helpers import GPT2_TINY, TIGER_TINY, examples, semantic_ids, ti
 from semrec import distributed
 from semrec.cf import SASRec, SASRecConfig, evaluate_teacher
 from semrec.training.teacher import train_teacher
-from semrec.training.teacher import TrainConfig as CFTrainConfig
+from semrec.training.teacher import TeacherTrainConfig
 from semrec.cf.base import CFTeacher
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -74,8 +74,8 @@ def sas_teacher(seed=0) -> SASRec:
     return SASRec(N, SAS_CFG)
 
 
-def cf_config() -> CFTrainConfig:
-    return CFTrainConfig(epochs=3, batch_size=4, lr=0.005, patience=5, ks=(1, 5, 10), eval_batch_size=8)
+def cf_config() -> TeacherTrainConfig:
+    return TeacherTrainConfig(epochs=3, batch_size=4, lr=0.005, patience=5, ks=(1, 5, 10), eval_batch_size=8)
 
 
 def train_tiger(out_dir):

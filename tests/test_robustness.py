@@ -112,7 +112,7 @@ def reference(recipe) -> Path:
 def test_kill9_during_training_then_resume_matches_uninterrupted(recipe, reference):
     out = recipe.parent / "killed"
     # 1. kill during CF teacher training, after its first epoch checkpoint
-    ckpt = _kill_when(_start(recipe, out), "killed/checkpoints/teacher-*/last/state.json", recipe.parent)
+    ckpt = _kill_when(_start(recipe, out), "killed/checkpoints/teacher-*/last/meta.json", recipe.parent)
     teacher_history = read_json(ckpt)["history"]
     assert not _visible_stages(out, "teacher"), "a killed stage must never appear as finished"
     assert not (out / "results.json").exists()
@@ -274,7 +274,7 @@ def _truncate(f: Path, how: str) -> None:
 def artifacts(recipe, reference, tmp_path_factory):
     """Loaders of every artifact a user may hand us, each with the directory it reads."""
     from semrec.cf import TEACHERS, CFTeacher
-    from semrec.training.teacher import TrainConfig as CFTrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.training.teacher import train_teacher
     from semrec.config import load_config
     from semrec.data.dataset import SeqDataset
@@ -295,7 +295,7 @@ def artifacts(recipe, reference, tmp_path_factory):
     new_trainer(root / "trainer").fit()
     klass = TEACHERS["sasrec"]
     mcfg = load_config(klass.config_class, {"max_len": 5, "hidden": 16, "layers": 1, "heads": 1})
-    ccfg = CFTrainConfig(epochs=1)
+    ccfg = TeacherTrainConfig(epochs=1)
     train_teacher(klass(40, mcfg), ds, ccfg, device="cpu", checkpoint_dir=root / "cf", progress=False)
     return {
         "dataset": (recipe.parent / "data", SeqDataset.from_pretrained),
@@ -312,7 +312,7 @@ def artifacts(recipe, reference, tmp_path_factory):
 # files a loader does not read, or whose absence means "nothing to resume" (a fresh start)
 NOT_READ = {"trainer checkpoint": ("checkpoints/last/model/tokenization/", "metrics.", "best/"),
             "run": ("results.md", "checkpoints/", "stages/teacher-", "stages/ids-", "stages/eval-")}
-MISSING_MEANS_FRESH = {"trainer checkpoint": "checkpoints/last/trainer_state.json", "CF checkpoint": "last/state.json"}
+MISSING_MEANS_FRESH = {"trainer checkpoint": "checkpoints/last/trainer_state.json", "CF checkpoint": "last/meta.json"}
 
 
 @pytest.mark.parametrize("kind", ["dataset", "tokenization", "teacher", "model", "trainer checkpoint",
@@ -396,12 +396,12 @@ def test_nan_or_inf_teacher_logits_are_refused_naming_the_teacher(artifacts):
 
 
 def test_cf_training_that_diverges_stops_with_one_line(tmp_path):
-    from semrec.training.teacher import TrainConfig as CFTrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.training.teacher import train_teacher
 
     t = _nan_teacher()
     with pytest.raises(SemrecError, match="sasrec: training diverged: loss is nan in epoch 1"):
-        train_teacher(t, tiny_dataset(), CFTrainConfig(epochs=1), device="cpu", progress=False)
+        train_teacher(t, tiny_dataset(), TeacherTrainConfig(epochs=1), device="cpu", progress=False)
 
 
 # ---- out of memory, recipes, logs ----------------------------------------------------------------------------

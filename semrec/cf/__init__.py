@@ -2,7 +2,7 @@
 left-padded histories, the item embedding table, training with early stopping, full-ranking evaluation.
 
     from semrec.cf import TEACHERS, CFTeacher, evaluate_teacher
-    from semrec.training.teacher import TrainConfig, train_teacher   # training lives in semrec.training
+    from semrec.training.teacher import TeacherTrainConfig, train_teacher   # training lives in semrec.training
     model = TEACHERS["sasrec"](dataset.num_items, SASRecConfig(max_len=50))
     train_teacher(model, dataset, TrainConfig())
     model.save_pretrained("teacher/")

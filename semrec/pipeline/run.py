@@ -64,31 +64,25 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
-        from semrec.cf import TEACHERS, build_teacher
-        from semrec.training.teacher import TrainConfig as CFTrainConfig
-        from semrec.training.teacher import train_teacher
-        from semrec.cf.evaluate import evaluate_teacher
+        from semrec.cf import TEACHERS
         from semrec.config import load_config
+        from semrec.training.teacher import TeacherTrainConfig, train_and_evaluate_teacher
 
         spec = self.recipe.teacher
         model_cfg = spec.config if model_name == spec.model else {}
         train_cfg = {**spec.train, "seed": seed}
         klass = TEACHERS[model_name]
         mcfg = load_config(klass.config_class, model_cfg, name=f"teacher {model_name} config")
-        tcfg = load_config(CFTrainConfig, train_cfg, name=f"teacher {model_name} train")
+        tcfg = load_config(TeacherTrainConfig, train_cfg, name=f"teacher {model_name} train")
         config = {"model": model_name, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
-            model = build_teacher(model_name, self.dataset.num_items, mcfg, seed=tcfg.seed)
-            res = train_teacher(model, self.dataset, tcfg, device=self.recipe.device, checkpoint_dir=work,
-                                log_path=tmp / "train_log.jsonl", progress=self.progress)
-            test = evaluate_teacher(model, self.dataset.test)
-            valid = evaluate_teacher(model, self.dataset.valid)
+            model, res, metrics = train_and_evaluate_teacher(
+                model_name, mcfg, tcfg, self.dataset, device=self.recipe.device, checkpoint_dir=work,
+                log_path=tmp / "train_log.jsonl", progress=self.progress)
             model.save_pretrained(tmp / "teacher", extra={"dataset": self.dataset.name})
-            write_json(tmp / "metrics.json", {"valid": valid, "test": test,
-                                              "train": dataclasses.asdict(res) if dataclasses.is_dataclass(res)
-                                              else str(res)})
+            write_json(tmp / "metrics.json", {**metrics, "train": dataclasses.asdict(res)})
 
         d = self._stage("teacher", config, {"data": self.data_key}, build)
         shutil.rmtree(work, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""Training of generative recommenders: one trainer for every model and loss (NTP, TCA, aux-KL, label
-smoothing, MSL), with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume.
+"""Training: one trainer for every generative model and loss (NTP, TCA, aux-KL, label smoothing, MSL),
+with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume; CF teachers are
+trained by `train_teacher` (semrec.training.teacher) on the same checkpoint files and DDP helpers.
 
     from semrec.training import TrainConfig, Trainer
     result = Trainer(model, TrainConfig(loss="tca", alpha=0.1), train_examples, valid=dataset.valid,
@@ -9,7 +10,10 @@ smoothing, MSL), with warmup + cosine AdamW, accumulation, validation, early sto
 from semrec.training.config import TrainConfig
 from semrec.training.losses import LOSSES, Loss, token_loss
 from semrec.training.presets import LLM_MODES, LLM_TRAIN_DEFAULTS, llm_train_config
+from semrec.training.teacher import (TeacherTrainConfig, TeacherTrainResult, train_and_evaluate_teacher,
+                                     train_teacher)
 from semrec.training.trainer import TeacherLogits, Trainer, TrainResult, precompute_teacher_logits
 
 __all__ = ["LLM_MODES", "LLM_TRAIN_DEFAULTS", "LOSSES", "Loss", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer",
-           "llm_train_config", "precompute_teacher_logits", "token_loss"]
+           "llm_train_config", "precompute_teacher_logits", "token_loss", "TeacherTrainConfig", "TeacherTrainResult",
+           "train_and_evaluate_teacher", "train_teacher"]

@@ -22,26 +22,29 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from semrec import distributed
-from semrec.cf.base import CFTeacher
-from semrec.cf.evaluate import evaluate_teacher
+from semrec.cf.base import CFTeacher, build_teacher
+from semrec.cf.evaluate import evaluate_teacher, target_in_history_rate
 from semrec.cf.sequences import make_windows, training_sequences, window_lengths
 from semrec.config import config_to_dict
 from semrec.data.dataset import SeqDataset
 from semrec.errors import SemrecError
-from semrec.artifacts import atomic_dir, atomic_file, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, atomic_file, read_json, write_json
 from semrec.metrics import DEFAULT_KS
-from semrec.runtime import resolve_device, seed_everything
+from semrec.runtime import describe_machine, git_commit, resolve_device, seed_everything
+from semrec.training.checkpoint import load_state, rng_state, save_state, set_rng_state
+
+CHECKPOINT_META = "meta.json"  # epoch, early-stopping state, history, fingerprint of model/data/config
 
 
 @dataclass
-class TrainConfig:
+class TeacherTrainConfig:
     epochs: int = 50  # cap (early stopping usually ends sooner); exact count when include_valid
     batch_size: int = 128  # windows per batch on average (batches are balanced by target count)
     lr: float = 0.003
@@ -71,7 +74,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class TeacherTrainResult:
     best_epoch: int
     epochs_run: int
     best_valid: dict[str, float]
@@ -96,7 +99,7 @@ def length_batches(lengths: np.ndarray, batch_size: int, generator: torch.Genera
     return [batches[i] for i in perm]
 
 
-def loss_fn(model: CFTeacher, hidden: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+def loss_fn(model: CFTeacher, hidden: torch.Tensor, targets: torch.Tensor, cfg: TeacherTrainConfig,
             generator: torch.Generator) -> torch.Tensor:
     """Mean loss over the M scored positions. hidden (M, d), targets (M,) 0-based."""
     if cfg.loss == "ce":
@@ -117,7 +120,7 @@ class _PairLoss(torch.nn.Module):
     (this rank's SUM of per-target losses, its target count). A rank with nothing to score (`windows` with
     no rows) returns a zero that still touches every parameter, as DDP needs."""
 
-    def __init__(self, model: CFTeacher, cfg: TrainConfig):
+    def __init__(self, model: CFTeacher, cfg: TeacherTrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
 
@@ -129,64 +132,43 @@ class _PairLoss(torch.nn.Module):
         return sum(p.sum() for p in self.model.parameters()) * 0.0, 0
 
 
-def _fingerprint(model: CFTeacher, dataset: SeqDataset, cfg: TrainConfig) -> str:
+def _fingerprint(model: CFTeacher, dataset: SeqDataset, cfg: TeacherTrainConfig) -> str:
     blob = json.dumps({"model": model.config_dict(), "train": config_to_dict(cfg), "data": dataset.name,
                        "n": [len(dataset.train), len(dataset.valid), dataset.num_items]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# ---- checkpoints (safetensors + JSON, never pickle) ---------------------------------------------
+# ---- checkpoints: semrec.training.checkpoint's pickle-free state files --------------------------
 def _save_checkpoint(ckpt_dir: Path, model, opt, best_state, gen, meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        tensors.update({f"best.{k}": v.contiguous() for k, v in best_state.items()})
-    osd = opt.state_dict()
-    for idx, st in osd["state"].items():
-        for name, val in st.items():
-            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().cpu().contiguous()
-    tensors["rng.gen"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    state = {"model": model.state_dict(), "best": best_state, "optimizer": opt.state_dict(),
+             "generator": gen.get_state(), "rng": rng_state()}
     with atomic_dir(ckpt_dir / "last", overwrite=True) as tmp:
-        save_file(tensors, str(tmp / "state.safetensors"))
-        write_json(tmp / "state.json", {**meta, "param_groups": osd["param_groups"]})
+        save_state(tmp, "state", state)
+        write_json(tmp / CHECKPOINT_META, meta)
 
 
 def _load_checkpoint(ckpt_dir: Path, model, opt, gen) -> tuple[dict, dict | None]:
     path = ckpt_dir / "last"
-    meta = read_json(path / "state.json")
-    tensors = load_safetensors(path / "state.safetensors")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    gen.set_state(tensors["rng.gen"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-    return meta, best
+    meta = read_json(path / CHECKPOINT_META)
+    state = load_state(path, "state")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    set_rng_state(state["rng"])
+    return meta, state["best"]
 
 
 def train_teacher(
     model: CFTeacher,
     dataset: SeqDataset,
-    cfg: TrainConfig,
+    cfg: TeacherTrainConfig,
     *,
     device: str | torch.device = "auto",
     checkpoint_dir: str | Path | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
     on_batch: Callable[[torch.Tensor], None] | None = None,
-) -> TrainResult:
+) -> TeacherTrainResult:
     """Train `model` in place on `dataset` (see the module docstring); returns what happened.
 
     checkpoint_dir: if given, the state after every epoch is saved there and a later call with the
@@ -219,8 +201,8 @@ def train_teacher(
     best_valid: dict[str, float] = {}
     fp = _fingerprint(model, dataset, cfg)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and (ckpt / "last" / "state.json").is_file():
-        meta = read_json(ckpt / "last" / "state.json")
+    if ckpt is not None and (ckpt / "last" / CHECKPOINT_META).is_file():
+        meta = read_json(ckpt / "last" / CHECKPOINT_META)
         if meta.get("fingerprint") != fp:
             raise SemrecError(f"{ckpt}: holds a partial run with another model/data/config; "
                               "delete it or pass --restart")
@@ -327,6 +309,40 @@ def train_teacher(
     else:
         best_epoch = len(history)
     model.eval()
-    return TrainResult(best_epoch=best_epoch, epochs_run=len(history), best_valid=best_valid, history=history,
+    return TeacherTrainResult(best_epoch=best_epoch, epochs_run=len(history), best_valid=best_valid, history=history,
                        wall_time_s=time.time() - t0, num_windows=len(windows), num_targets=int(n_targets.sum()),
                        num_sequences=len(seqs))
+
+
+def train_and_evaluate_teacher(model_name: str, model_config: Any, cfg: TeacherTrainConfig, dataset: SeqDataset, *,
+                               device: str | torch.device = "auto", checkpoint_dir: str | Path | None = None,
+                               log_path: str | Path | None = None, progress: bool = True
+                               ) -> tuple[CFTeacher, TeacherTrainResult, dict]:
+    """Build teacher `model_name` (a semrec.cf.TEACHERS name), train it (`train_teacher`) and evaluate it on
+    valid and test with `cfg`'s ranking settings. Returns the model, the training result and the metrics
+    record that `semrec train-cf` and the pipeline's teacher stage write as metrics.json."""
+    t0 = time.time()
+    dev = resolve_device(device) if isinstance(device, str) else device
+    distributed.init(dev)  # under torchrun: train and evaluate on every rank
+    dev = distributed.local_device(dev)
+    model = build_teacher(model_name, dataset.num_items, model_config, seed=cfg.seed)
+    res = train_teacher(model, dataset, cfg, device=dev, checkpoint_dir=checkpoint_dir, log_path=log_path,
+                        progress=progress)
+    kw = dict(ks=cfg.ks, exclude_history=cfg.exclude_history, batch_size=cfg.eval_batch_size)
+    valid = evaluate_teacher(model, dataset.valid, **kw) if len(dataset.valid) else {}
+    test = evaluate_teacher(model, dataset.test, **kw) if len(dataset.test) else {}
+    metrics = {
+        "model": model_name, "dataset": dataset.name, "protocol": dataset.protocol, "seed": cfg.seed,
+        "valid": valid, "test": test,
+        "valid_seen_in_training": cfg.include_valid,
+        "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+        "selection": None if cfg.include_valid else f"valid {cfg.metric}, patience {cfg.patience}",
+        "exclude_history": cfg.exclude_history,
+        "target_in_history": {"valid": target_in_history_rate(dataset.valid),
+                              "test": target_in_history_rate(dataset.test)},
+        "train_data": {"sequences": res.num_sequences, "windows": res.num_windows, "targets": res.num_targets,
+                       "splits_used": ["train", "valid"] if cfg.include_valid else ["train"]},
+        "wall_time_s": round(time.time() - t0, 2), "train_time_s": round(res.wall_time_s, 2),
+        "device": describe_machine(dev), "commit": git_commit(),
+    }
+    return model, res, metrics
