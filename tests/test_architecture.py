@@ -220,3 +220,25 @@ def test_no_public_function_is_used_only_by_tests():
                 unused.append(f"{m}.{node.name}")
     assert not unused, "public functions nothing outside the tests uses (remove them or make them private):\n" + \
         "\n".join(unused)
+
+
+# ------------------------------------------------------------------------------------------ the tests
+
+
+def test_tests_mirror_the_rooms_and_never_import_each_other():
+    """Test modules live in a folder per room (tests/<room>/test_*.py, plus this file), have distinct
+    names, and import shared code from tests/helpers or conftest fixtures, never from another test module."""
+    tests = REPO / "tests"
+    modules = sorted(tests.rglob("test_*.py"))
+    names = [p.stem for p in modules]
+    twins = sorted({n for n in names if names.count(n) > 1})
+    assert not twins, f"test modules with the same name: {twins}"
+    loose = [p.name for p in modules if p.parent == tests and p.name != "test_architecture.py"]
+    assert not loose, f"put these in the folder of the room they test: {loose}"
+    bad = []
+    for p in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{p.relative_to(tests)} imports {t}" for t in targets if t.split(".")[-1] in names]
+    assert not bad, "test modules importing test modules:\n" + "\n".join(bad)

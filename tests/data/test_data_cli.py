@@ -9,8 +9,8 @@ import pytest
 
 from semrec.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-FIX = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 LOG = "user_id,item_id,timestamp\n" + "".join(f"u{u},i{(u + k) % 4},{100 * k + u}\n"
                                               for u in range(4) for k in range(4))
 ITEMS = "item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(4))

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from generative_helpers import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, score_items, semantic_ids,
+from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, score_items, semantic_ids,
                                 titles)
 
 from semrec.decoding import beam_search, next_token_log_probs

@@ -28,14 +28,14 @@ import yaml
 from semrec.cli import main
 from semrec.errors import SemrecError
 from semrec.artifacts import read_json, write_json
-from serving_helpers import TIGER_TINY, tiny_dataset, write_tiny_inputs
+from helpers.serving import TIGER_TINY, tiny_dataset, write_tiny_inputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMING_KEYS = re.compile(r"wall_time|seconds|time_s")
 
 
 def write_recipe(root: Path, *, teacher_epochs: int = 12, model_epochs: int = 4) -> Path:
-    """The tiny dataset of serving_helpers, rqkmeans 4x4 codes of attribute vectors (no text encoder),
+    """The tiny dataset of helpers.serving, rqkmeans 4x4 codes of attribute vectors (no text encoder),
     a SASRec teacher and one TIGER+TCA row; training long enough (epochs) to be killed in the middle."""
     data = write_tiny_inputs(root)
     recipe = {"name": "tiny", "data": str(data), "seeds": [0], "device": "cpu", "tokenizer": "scheme.yaml",

@@ -15,7 +15,7 @@ from semrec.artifacts import read_json, write_json
 from semrec.models import load_model
 from semrec.pipeline.results import RunDirectory
 from semrec.serving import Recommender, pick_row
-from serving_helpers import build_tiny_run, tiny_titles
+from helpers.serving import build_tiny_run, tiny_titles
 
 N_ITEMS = 40
 
@@ -67,7 +67,7 @@ def test_recommendations_are_catalogue_items_sorted_and_batched(rec):
 def test_scores_are_exact_log_probs_and_wide_beam_is_exhaustive(run_dir):
     """With beams >= catalogue size the search is exhaustive: the top-5 equals the naive ranking of
     log P(item | history) computed by teacher forcing every item."""
-    from generative_helpers import score_items
+    from helpers.generative import score_items
 
     wide = Recommender.from_run(run_dir, device="cpu", num_beams=64)
     hists = [[3, 4, 5], [20, 22]]

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from serving_helpers import build_tiny_run
+from helpers.serving import build_tiny_run
 
 from semrec.cli import main
 from semrec.artifacts import read_json

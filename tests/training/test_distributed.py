@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, TIGER_TINY, examples, semantic_ids, titles
+from helpers.generative import GPT2_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 from semrec import distributed
 from semrec.cf import SASRec, SASRecConfig, evaluate_teacher

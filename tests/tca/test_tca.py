@@ -23,7 +23,7 @@ from semrec.tca import (
     soft_ntp_loss,
 )
 from semrec.trie import PrefixIndex
-from test_trie import CATALOGUES, seqs_of
+from helpers.catalogues import CATALOGUES, seqs_of
 
 
 # ---------------------------------------------------------------- naive references (written plainly)

@@ -19,7 +19,7 @@ from semrec.itemtok.compare import (chance_agreement, cf_neighbours, evaluate_to
                                        neighbour_agreement, prefix_keys)
 from semrec.itemtok.schemes import build_tokenization, load_scheme
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_RQVAE = {"scheme": "rqvae", "quantizer": {"codebook_sizes": [6, 6], "hidden_dims": [16], "latent_dim": 4,
                                                "epochs": 2, "batch_size": 64}}
 

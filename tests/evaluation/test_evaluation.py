@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from generative_helpers import TIGER_TINY, examples, score_items, semantic_ids, titles
+from helpers.generative import TIGER_TINY, examples, score_items, semantic_ids, titles
 
 from semrec.cf import SASRec, SASRecConfig
 from semrec.data.dataset import Examples

@@ -12,7 +12,7 @@ import pytest
 from semrec.data import AmazonConfig, load_amazon
 from semrec.errors import SemrecError
 
-FIX = Path(__file__).resolve().parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 R14, M14 = FIX / "amazon2014" / "reviews_Toys_5.json.gz", FIX / "amazon2014" / "meta_Toys.json.gz"
 R18, M18 = FIX / "amazon2018" / "Toys_5.json.gz", FIX / "amazon2018" / "meta_Toys.json.gz"
 

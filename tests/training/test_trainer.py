@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from generative_helpers import LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from helpers.generative import LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 import semrec.training.trainer as trainer_mod
 from semrec.cf import SASRec, SASRecConfig

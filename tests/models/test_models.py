@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from generative_helpers import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
+from helpers.generative import GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_TINY, examples, semantic_ids, titles
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
