@@ -242,3 +242,17 @@ def test_tests_mirror_the_rooms_and_never_import_each_other():
                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad += [f"{p.relative_to(tests)} imports {t}" for t in targets if t.split(".")[-1] in names]
     assert not bad, "test modules importing test modules:\n" + "\n".join(bad)
+
+
+def test_readme_layout_table_names_every_room():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = {m.strip("`").rstrip("/") for row in table.splitlines() if row.startswith("| ") and "|" in row[2:]
+             for m in re.findall(r"`[\w/]+`", row.split("|")[2])}
+    assert named == set(FLOORS) - {""}, f"README layout vs package: missing {sorted(set(FLOORS) - {''} - named)}, " \
+        f"not rooms {sorted(named - set(FLOORS))}"
+    for row in table.splitlines():
+        cells = row.split("|")
+        if len(cells) > 3 and cells[1].strip().isdigit():
+            for m in re.findall(r"`([\w/]+)`", cells[2]):
+                assert FLOORS[m.rstrip("/")] == int(cells[1]), f"README puts {m} on floor {cells[1].strip()}"
