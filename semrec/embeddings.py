@@ -166,20 +166,27 @@ def _list_literal(s: str) -> list | None:
     return None
 
 
+def _cell(value: Any) -> Any:
+    """A cell as plain Python: arrays as lists, a string holding a list literal as that list, other
+    strings stripped."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, str):
+        s = value.strip()
+        parsed = _list_literal(s)
+        return s if parsed is None else parsed
+    return value
+
+
 def render_value(value: Any) -> str:
     """Render one cell: None/NaN/empty -> ""; lists joined (", "; nested with " > "); HTML unescaped."""
     if value is None:
         return ""
     if isinstance(value, float) and np.isnan(value):
         return ""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    value = _cell(value)
     if isinstance(value, str):
-        s = value.strip()
-        parsed = _list_literal(s)
-        if parsed is not None:
-            return render_value(parsed)
-        return _clean_text(s)
+        return _clean_text(value)
     if isinstance(value, (list, tuple)):
         out = []
         for v in value:
@@ -413,14 +420,9 @@ def _attribute_tokens(value: Any) -> list[str]:
     """Atomic attribute values of one cell (list elements; category-path elements individually)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    value = _cell(value)
     if isinstance(value, str):
-        s = value.strip()
-        parsed = _list_literal(s)
-        if parsed is not None:
-            return _attribute_tokens(parsed)
-        s = _clean_text(s).lower()
+        s = _clean_text(value).lower()
         return [s] if s else []
     if isinstance(value, (list, tuple)):
         out: list[str] = []

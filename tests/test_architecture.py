@@ -256,3 +256,49 @@ def test_readme_layout_table_names_every_room():
         if len(cells) > 3 and cells[1].strip().isdigit():
             for m in re.findall(r"`([\w/]+)`", cells[2]):
                 assert FLOORS[m.rstrip("/")] == int(cells[1]), f"README puts {m} on floor {cells[1].strip()}"
+
+
+# ------------------------------------------------------------------------------------ size and copies
+
+MAIN_PATH = ("pipeline", "training", "evaluation")  # rooms whose functions stay short enough to read whole
+MAX_FUNCTION_LINES = 80
+COPY_WINDOW = 6  # non-blank, non-comment, non-import lines
+
+
+def test_main_path_functions_fit_on_a_screen():
+    long = []
+    for m, p in source_files().items():
+        if room(m) not in MAIN_PATH:
+            continue
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{m}.{node.name}: {n} lines")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines on the main path:\n" + "\n".join(long)
+
+
+def copied_blocks(files: dict[str, str], window: int = COPY_WINDOW) -> list[list[str]]:
+    """Places where the same `window` consecutive code lines (stripped; blank, comment and import lines
+    skipped; trivial windows under 120 characters ignored) occur more than once."""
+    seen: dict[tuple, list[str]] = defaultdict(list)
+    for name, text in files.items():
+        lines = [(i + 1, s.strip()) for i, s in enumerate(text.splitlines())]
+        lines = [(i, s) for i, s in lines if s and not s.startswith(("#", "import ", "from "))]
+        for k in range(len(lines) - window + 1):
+            block = tuple(s for _, s in lines[k:k + window])
+            if sum(map(len, block)) >= 120:
+                seen[block].append(f"{name}:{lines[k][0]}")
+    return [places for places in seen.values() if len(places) > 1]
+
+
+def test_copy_finder_finds_a_copy():
+    body = "\n".join(f"value_number_{i} = compute_something_long(argument_{i}, other_argument)" for i in range(6))
+    assert copied_blocks({"a.py": body, "b.py": "x = 1\n" + body}) == [["a.py:1", "b.py:2"]]
+    assert copied_blocks({"a.py": body}) == []
+
+
+def test_no_block_of_code_is_repeated():
+    found = copied_blocks({m: p.read_text() for m, p in source_files().items()})
+    assert not found, f"blocks of {COPY_WINDOW}+ lines that occur more than once (make one helper):\n" + \
+        "\n".join(", ".join(places) for places in found)

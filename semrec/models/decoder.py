@@ -129,13 +129,18 @@ class DecoderRecommender(GenerativeRecommender):
         tmask = tin != self.pad_id
         ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
         mask = torch.cat([batch.attention_mask, tmask.long()], 1)
-        out = self.hf(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                      use_cache=False, return_dict=True, **self._keep_kwarg(length))
+        out = self.hf(**self._token_inputs(ids, batch.histories), attention_mask=mask,
+                      position_ids=positions_from_mask(mask), use_cache=False, return_dict=True,
+                      **self._keep_kwarg(length))
         return out.logits[:, -length:]
 
+    def _token_inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
+        """Token ids (B, S) as model inputs: input_ids here; a subclass may pass inputs_embeds instead."""
+        return {"input_ids": ids}
+
     def _source_inputs(self, batch: Batch) -> dict:
-        """The prompt as model inputs (input_ids; a subclass may pass inputs_embeds)."""
-        return {"input_ids": batch.input_ids}
+        """The prompt as model inputs."""
+        return self._token_inputs(batch.input_ids, batch.histories)
 
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         mask = batch.attention_mask

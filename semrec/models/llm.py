@@ -363,7 +363,7 @@ class LLMRecommender(DecoderRecommender):
         return batch
 
     # ----- forward passes -------------------------------------------------------------------------
-    def _inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
+    def _token_inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
         """input_ids, or inputs_embeds with the CF slots filled (cf_embeddings)."""
         if self.cf_projection is None:
             return {"input_ids": ids}
@@ -378,21 +378,6 @@ class LLMRecommender(DecoderRecommender):
         x = x.masked_scatter(user_mask.unsqueeze(-1), user_vec.to(x.dtype))
         x = x.masked_scatter(item_mask.unsqueeze(-1), item_vec.to(x.dtype))
         return {"inputs_embeds": x}
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        tgt = batch.target_tokens
-        length = tgt.shape[1]
-        tin = tgt[:, :-1]
-        tmask = tin != self.pad_id
-        ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
-        mask = torch.cat([batch.attention_mask, tmask.long()], 1)
-        out = self.hf(**self._inputs(ids, batch.histories), attention_mask=mask,
-                      position_ids=positions_from_mask(mask), use_cache=False, return_dict=True,
-                      **self._keep_kwarg(length))
-        return out.logits[:, -length:]
-
-    def _source_inputs(self, batch: Batch) -> dict:
-        return self._inputs(batch.input_ids, batch.histories)
 
     # ----- artifacts ----------------------------------------------------------------------------
     def config_json(self) -> dict:

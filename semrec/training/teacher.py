@@ -158,6 +158,19 @@ def _load_checkpoint(ckpt_dir: Path, model, opt, gen) -> tuple[dict, dict | None
     return meta, state["best"]
 
 
+@dataclass
+class _Selection:
+    """Early-stopping state of a teacher run (checkpointed in meta.json, best weights in the state file)."""
+
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_valid: dict[str, float] = field(default_factory=dict)
+    best_state: dict | None = None
+    stopped: bool = False
+
+
 def train_teacher(
     model: CFTeacher,
     dataset: SeqDataset,
@@ -176,8 +189,6 @@ def train_teacher(
     on_batch: called with every (B, W) window tensor the model is trained on (for instrumentation).
     At the end the model holds the best validation checkpoint (or the last epoch if include_valid).
     """
-    from tqdm.auto import tqdm
-
     t0 = time.time()
     dev = resolve_device(device) if isinstance(device, str) else device
     distributed.init(dev)  # no-op unless launched by torchrun
@@ -195,23 +206,9 @@ def train_teacher(
         raise SemrecError(f"dataset {dataset.name}: the valid split is empty; early stopping needs it "
                           "(or set include_valid with a fixed epoch count)")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    start_epoch, best_metric, best_epoch, bad, history = 1, -math.inf, 0, 0, []
-    best_state: dict | None = None
-    best_valid: dict[str, float] = {}
     fp = _fingerprint(model, dataset, cfg)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and (ckpt / "last" / CHECKPOINT_META).is_file():
-        meta = read_json(ckpt / "last" / CHECKPOINT_META)
-        if meta.get("fingerprint") != fp:
-            raise SemrecError(f"{ckpt}: holds a partial run with another model/data/config; "
-                              "delete it or pass --restart")
-        meta, best_state = _load_checkpoint(ckpt, model, opt, gen)
-        start_epoch, best_metric, best_epoch = meta["epoch"] + 1, meta["best_metric"], meta["best_epoch"]
-        bad, history, best_valid = meta["bad"], meta["history"], meta["best_valid"]
-        if meta.get("stopped"):
-            start_epoch = cfg.epochs + 1
-
+    start_epoch, sel = _resume(ckpt, fp, model, opt, gen, cfg)
     log = Path(log_path) if log_path is not None and main else None  # rank 0 alone writes
     progress = progress and main
     distributed.barrier()  # every rank has read the checkpoint before rank 0 writes a new one
@@ -219,99 +216,149 @@ def train_teacher(
     for epoch in range(start_epoch, cfg.epochs + 1):
         te = time.time()
         model.train()
-        batches = length_batches(n_targets, cfg.batch_size, gen)  # `gen` draws the same batches on every rank
-        total, count = 0.0, 0
-        bar = tqdm(batches, desc=f"{model.name} epoch {epoch}", disable=not progress, leave=False,
-                   mininterval=1.0)
-        if net is not None:  # masks/negatives: a per-rank stream (the batch order stays on `gen`)
-            distributed.seed_rank(cfg.seed, epoch)
-            pair_gen = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
-        for idx in bar:
-            w = torch.from_numpy(windows[idx])
-            w = w[:, -int((w >= 0).sum(1).max()):]  # drop all-padding columns (of the global batch)
-            if net is not None:
-                part = torch.tensor_split(w, world)[distributed.rank()]  # this rank's windows
-                if on_batch is not None and len(part):
-                    on_batch(part)
-                loss_sum, m = net(part.to(dev), pair_gen)
-                m_all, s_all = distributed.all_reduce_sum(
-                    torch.tensor([float(m), float(loss_sum.detach())], dtype=torch.float64, device=dev)).tolist()
-                if not math.isfinite(s_all):  # the same on every rank, so all stop together
-                    raise SemrecError(f"{model.name}: training diverged: loss is {s_all} in epoch {epoch} "
-                                      f"(lower train.lr or enable train.grad_clip)")
-                # DDP averages gradients over ranks: local_sum * world / global_count gives the mean
-                # over the global batch's targets, as one process computes it
-                loss = loss_sum * (world / m_all) if m_all else loss_sum
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if m_all:
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    total += s_all
-                    count += int(m_all)
-                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
-                continue
-            if on_batch is not None:
-                on_batch(w)
-            hidden, targets = model.training_pairs(w.to(dev), gen)
-            if targets.numel() == 0:
-                continue
-            loss = loss_fn(model, hidden, targets, cfg, gen)
-            if not torch.isfinite(loss):  # NaN/inf weights would make a teacher that poisons every later stage
-                raise SemrecError(f"{model.name}: training diverged: loss is {loss.item()} in epoch {epoch} "
-                                  f"(lower train.lr or enable train.grad_clip)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.item() * targets.numel()
-            count += targets.numel()
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
-        bar.close()
+        total, count = _teacher_epoch(model, net, opt, windows, n_targets, cfg, gen, dev, epoch,
+                                      progress=progress, on_batch=on_batch)
         entry = {"epoch": epoch, "train_loss": total / max(count, 1), "train_targets": count,
                  "epoch_time_s": round(time.time() - te, 3)}
-        stop = False
+        sel.stopped = False
         if select and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            tv = time.time()
-            valid = evaluate_teacher(model, dataset.valid, ks=cfg.ks, exclude_history=cfg.exclude_history,
-                                     batch_size=cfg.eval_batch_size)
-            valid = distributed.broadcast_object(valid)  # early stopping decided identically on all ranks
-            entry["valid"] = valid
-            entry["eval_time_s"] = round(time.time() - tv, 3)
-            if valid[cfg.metric] > best_metric:
-                best_metric, best_epoch, bad, best_valid = valid[cfg.metric], epoch, 0, valid
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-                stop = bad >= cfg.patience
-        history.append(entry)
-        if log is not None:  # rewritten whole each epoch, so a resumed run never duplicates lines
-            with atomic_file(log) as f:
-                f.writelines(json.dumps(h) + "\n" for h in history)
-        if progress:
-            v = entry.get("valid", {})
-            extra = f" valid {cfg.metric} {v[cfg.metric]:.4f} (best {best_metric:.4f} @ {best_epoch})" if v else ""
-            tqdm.write(f"{model.name} epoch {epoch}: loss {entry['train_loss']:.4f}{extra} "
-                       f"[{entry['epoch_time_s']:.0f}s]")
+            _validate_teacher(model, dataset, cfg, sel, entry, epoch)
+        sel.history.append(entry)
+        _report_epoch(model, cfg, sel, entry, log, progress)
         if ckpt is not None and main:
-            _save_checkpoint(ckpt, model, opt, best_state, gen, {
-                "fingerprint": fp, "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
-                "bad": bad, "history": history, "best_valid": best_valid, "stopped": stop})
-        if stop:
+            _save_checkpoint(ckpt, model, opt, sel.best_state, gen, {
+                "fingerprint": fp, "epoch": epoch, "best_metric": sel.best_metric, "best_epoch": sel.best_epoch,
+                "bad": sel.bad, "history": sel.history, "best_valid": sel.best_valid, "stopped": sel.stopped})
+        if sel.stopped:
             break
 
     if select:
-        if best_state is None:
+        if sel.best_state is None:
             raise SemrecError("no validation run happened (epochs < eval_every?)")
-        model.load_state_dict(best_state)
+        model.load_state_dict(sel.best_state)
     else:
-        best_epoch = len(history)
+        sel.best_epoch = len(sel.history)
     model.eval()
-    return TeacherTrainResult(best_epoch=best_epoch, epochs_run=len(history), best_valid=best_valid, history=history,
-                       wall_time_s=time.time() - t0, num_windows=len(windows), num_targets=int(n_targets.sum()),
-                       num_sequences=len(seqs))
+    return TeacherTrainResult(best_epoch=sel.best_epoch, epochs_run=len(sel.history), best_valid=sel.best_valid,
+                              history=sel.history, wall_time_s=time.time() - t0, num_windows=len(windows),
+                              num_targets=int(n_targets.sum()), num_sequences=len(seqs))
+
+
+def _resume(ckpt: Path | None, fp: str, model: CFTeacher, opt, gen: torch.Generator,
+            cfg: TeacherTrainConfig) -> tuple[int, _Selection]:
+    """The first epoch to run and the selection state: from the checkpoint in `ckpt` if any, else fresh."""
+    sel = _Selection()
+    if ckpt is None or not (ckpt / "last" / CHECKPOINT_META).is_file():
+        return 1, sel
+    meta = read_json(ckpt / "last" / CHECKPOINT_META)
+    if meta.get("fingerprint") != fp:
+        raise SemrecError(f"{ckpt}: holds a partial run with another model/data/config; "
+                          "delete it or pass --restart")
+    meta, sel.best_state = _load_checkpoint(ckpt, model, opt, gen)
+    sel.best_metric, sel.best_epoch = meta["best_metric"], meta["best_epoch"]
+    sel.bad, sel.history, sel.best_valid = meta["bad"], meta["history"], meta["best_valid"]
+    return (cfg.epochs + 1 if meta.get("stopped") else meta["epoch"] + 1), sel
+
+
+def _teacher_epoch(model: CFTeacher, net, opt, windows: np.ndarray, n_targets: np.ndarray, cfg: TeacherTrainConfig,
+                   gen: torch.Generator, dev: torch.device, epoch: int, *, progress: bool,
+                   on_batch: Callable[[torch.Tensor], None] | None) -> tuple[float, int]:
+    """One pass over length-grouped batches of windows; returns (sum of target losses, targets)."""
+    from tqdm.auto import tqdm
+
+    batches = length_batches(n_targets, cfg.batch_size, gen)  # `gen` draws the same batches on every rank
+    total, count = 0.0, 0
+    bar = tqdm(batches, desc=f"{model.name} epoch {epoch}", disable=not progress, leave=False, mininterval=1.0)
+    pair_gen = None
+    if net is not None:  # masks/negatives: a per-rank stream (the batch order stays on `gen`)
+        distributed.seed_rank(cfg.seed, epoch)
+        pair_gen = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
+    for idx in bar:
+        w = torch.from_numpy(windows[idx])
+        w = w[:, -int((w >= 0).sum(1).max()):]  # drop all-padding columns (of the global batch)
+        if net is not None:
+            s_all, m_all = _ddp_step(model, net, opt, w, cfg, pair_gen, dev, epoch, on_batch)
+            total += s_all
+            count += m_all
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+            continue
+        if on_batch is not None:
+            on_batch(w)
+        hidden, targets = model.training_pairs(w.to(dev), gen)
+        if targets.numel() == 0:
+            continue
+        loss = loss_fn(model, hidden, targets, cfg, gen)
+        if not torch.isfinite(loss):  # NaN/inf weights would make a teacher that poisons every later stage
+            raise SemrecError(f"{model.name}: training diverged: loss is {loss.item()} in epoch {epoch} "
+                              f"(lower train.lr or enable train.grad_clip)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total += loss.item() * targets.numel()
+        count += targets.numel()
+        bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+    bar.close()
+    return total, count
+
+
+def _ddp_step(model: CFTeacher, net, opt, w: torch.Tensor, cfg: TeacherTrainConfig, pair_gen: torch.Generator,
+              dev: torch.device, epoch: int, on_batch: Callable[[torch.Tensor], None] | None) -> tuple[float, int]:
+    """One optimizer step on this rank's share of the global batch `w`; returns the global (loss sum, targets)."""
+    world = distributed.world_size()
+    part = torch.tensor_split(w, world)[distributed.rank()]  # this rank's windows
+    if on_batch is not None and len(part):
+        on_batch(part)
+    loss_sum, m = net(part.to(dev), pair_gen)
+    m_all, s_all = distributed.all_reduce_sum(
+        torch.tensor([float(m), float(loss_sum.detach())], dtype=torch.float64, device=dev)).tolist()
+    if not math.isfinite(s_all):  # the same on every rank, so all stop together
+        raise SemrecError(f"{model.name}: training diverged: loss is {s_all} in epoch {epoch} "
+                          f"(lower train.lr or enable train.grad_clip)")
+    # DDP averages gradients over ranks: local_sum * world / global_count gives the mean
+    # over the global batch's targets, as one process computes it
+    loss = loss_sum * (world / m_all) if m_all else loss_sum
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if not m_all:
+        return 0.0, 0
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return s_all, int(m_all)
+
+
+def _validate_teacher(model: CFTeacher, dataset: SeqDataset, cfg: TeacherTrainConfig, sel: _Selection,
+                      entry: dict, epoch: int) -> None:
+    """Validate, keep the best weights and decide early stopping (sets sel.stopped)."""
+    tv = time.time()
+    valid = evaluate_teacher(model, dataset.valid, ks=cfg.ks, exclude_history=cfg.exclude_history,
+                             batch_size=cfg.eval_batch_size)
+    valid = distributed.broadcast_object(valid)  # early stopping decided identically on all ranks
+    entry["valid"] = valid
+    entry["eval_time_s"] = round(time.time() - tv, 3)
+    if valid[cfg.metric] > sel.best_metric:
+        sel.best_metric, sel.best_epoch, sel.bad, sel.best_valid = valid[cfg.metric], epoch, 0, valid
+        sel.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        sel.bad += 1
+        sel.stopped = sel.bad >= cfg.patience
+
+
+def _report_epoch(model: CFTeacher, cfg: TeacherTrainConfig, sel: _Selection, entry: dict, log: Path | None,
+                  progress: bool) -> None:
+    """Rewrite the JSONL log (whole, so a resumed run never duplicates lines) and print the epoch line."""
+    from tqdm.auto import tqdm
+
+    if log is not None:
+        with atomic_file(log) as f:
+            f.writelines(json.dumps(h) + "\n" for h in sel.history)
+    if progress:
+        v = entry.get("valid", {})
+        extra = f" valid {cfg.metric} {v[cfg.metric]:.4f} (best {sel.best_metric:.4f} @ {sel.best_epoch})" if v else ""
+        tqdm.write(f"{model.name} epoch {entry['epoch']}: loss {entry['train_loss']:.4f}{extra} "
+                   f"[{entry['epoch_time_s']:.0f}s]")
 
 
 def train_and_evaluate_teacher(model_name: str, model_config: Any, cfg: TeacherTrainConfig, dataset: SeqDataset, *,
