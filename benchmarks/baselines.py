@@ -16,7 +16,7 @@ from semrec.data import load_builtin
 from semrec.data.builtin import BUILTIN_DATASETS
 from semrec.evaluation import ks_for, most_popular_lists, random_lists, score_lists
 from semrec.pipeline.run import train_popularity
-from semrec.utils import describe_machine, git_commit
+from semrec.runtime import describe_machine, git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOWN = ["hr@10", "ndcg@10", "coverage@10", "distinct_top1", "pop1%@10"]

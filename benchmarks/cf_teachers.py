@@ -54,11 +54,11 @@ P_KS, T_KS = (5, 10), (1, 3, 5, 10)
 
 def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, device: str, max_epochs: int | None,
             progress: bool) -> dict:
-    from semrec.cf import TrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     out = teachers_dir / f"{dataset_name}_{model_name}_seed{seed}"
     if (out / "metrics.json").is_file():
@@ -70,7 +70,7 @@ def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, d
     if max_epochs is not None:
         train["epochs"] = min(train["epochs"], max_epochs)
     cfg = load_config(run_config_class(model_name), {"model": MODEL[key], "train": train})
-    assert isinstance(cfg.train, TrainConfig)
+    assert isinstance(cfg.train, TeacherTrainConfig)
     t = time.time()
     print(f"[train] {dataset_name} {model_name} seed {seed} -> {out}", flush=True)
     metrics = train_and_save(model_name, cfg, ds, out, device=device, progress=progress, overwrite=True)
@@ -80,7 +80,7 @@ def run_one(dataset_name: str, model_name: str, seed: int, teachers_dir: Path, d
 
 
 def rows_of(metrics: dict, model_name: str, dataset_name: str, teacher_dir: Path) -> list[dict]:
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     cfg = read_json(teacher_dir / "config.json")
     rows = []
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from semrec.io import atomic_file, read_json, write_json
+    from semrec.artifacts import atomic_file, read_json, write_json
 
     teachers_dir = Path(args.teachers_dir)
     json_path, md_path = Path(args.results + ".json"), Path(args.results + ".md")

@@ -28,10 +28,11 @@ import torch
 
 from semrec.data import load_builtin
 from semrec.decoding import beam_search
-from semrec.io import atomic_file, write_json
-from semrec.itemcodes import ItemTokenization
-from semrec.models import ExampleTable, build_model
-from semrec.utils import describe_machine, git_commit
+from semrec.artifacts import atomic_file, write_json
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
+from semrec.runtime import describe_machine, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -128,7 +129,7 @@ def main() -> None:
                args.baseline_users, (10, 20)) for name in args.models]
     if args.llm:
         from semrec.llm_assets import resolve_backbone
-        from semrec.models.llm import title_tokenization_for_llm
+        from semrec.itemtok.titles import title_tokenization_for_llm
 
         toys = load_builtin("toys-t")
         title_tok = title_tokenization_for_llm(toys, resolve_backbone(None, log=print))

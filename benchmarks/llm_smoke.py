@@ -65,7 +65,7 @@ def get_teacher(dataset_name: str, teacher_dir: str | None, work: Path, max_epoc
     sys.path.insert(0, str(REPO / "benchmarks"))
     import cf_teachers  # one definition of the protocol-T teacher settings
 
-    from semrec.cf import TrainConfig
+    from semrec.training.teacher import TeacherTrainConfig
     from semrec.cli.cf import run_config_class, train_and_save
     from semrec.config import load_config
     from semrec.data import load_builtin
@@ -76,7 +76,7 @@ def get_teacher(dataset_name: str, teacher_dir: str | None, work: Path, max_epoc
         train = dict(cf_teachers.TRAIN[("sasrec", "T")], seed=0, ks=(1, 3, 5, 10, 20))
         train["epochs"] = min(train["epochs"], max_epochs)
         cfg = load_config(run_config_class("sasrec"), {"model": cf_teachers.MODEL[("sasrec", "T")], "train": train})
-        assert isinstance(cfg.train, TrainConfig)
+        assert isinstance(cfg.train, TeacherTrainConfig)
         print(f"[teacher] training {how} -> {out}", flush=True)
         train_and_save("sasrec", cfg, load_builtin(dataset_name), out, device=device, progress=progress,
                        overwrite=True)
@@ -125,8 +125,9 @@ def cpu_probe(args, tok, train, valid, dev, rows: int = 16) -> dict:
     import torch
 
     from semrec.evaluation import evaluate
-    from semrec.models import ExampleTable, build_model
-    from semrec.models.llm import llm_train_config
+    from semrec.data.examples import ExampleTable
+    from semrec.models import build_model
+    from semrec.training.presets import llm_train_config
     from semrec.training.losses import token_loss
 
     table = ExampleTable.from_examples(train, 10)
@@ -232,7 +233,7 @@ def run_mode(mode, args, tok, teacher, train, valid, test, work: Path) -> dict:
     import semrec.training.trainer as trainer_mod
     from semrec.evaluation import evaluate, result_row
     from semrec.models import build_model
-    from semrec.models.llm import llm_train_config
+    from semrec.training.presets import llm_train_config
     from semrec.training import Trainer
 
     out = work / f"{args.dataset}_{mode}"
@@ -370,7 +371,7 @@ def _repo_relative(path: Path) -> str:
 
 def _teacher_full_test(path: Path) -> dict | None:
     """The teacher's own test metrics (metrics.json next to its weights), when it has them."""
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     f = Path(path) / "metrics.json"
     return read_json(f).get("test") if f.is_file() else None
@@ -430,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from semrec.cf import evaluate_teacher
     from semrec.data import load_builtin
-    from semrec.io import atomic_file, write_json
+    from semrec.artifacts import atomic_file, write_json
     from semrec.llm_assets import resolve_backbone
-    from semrec.models import ExampleTable
-    from semrec.models.llm import title_tokenization_for_llm
-    from semrec.utils import describe_machine, git_commit, resolve_device, seed_everything
+    from semrec.data.examples import ExampleTable
+    from semrec.itemtok.titles import title_tokenization_for_llm
+    from semrec.runtime import describe_machine, git_commit, resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)

@@ -23,13 +23,10 @@ from pathlib import Path
 
 from published import PUBLISHED_P
 
+from semrec.pipeline.results import rows_of
+
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("ndcg@10", "hr@10", "cc")
-
-
-def _base_name(name: str) -> str:
-    """'TIGER+TCA (RQ-VAE)' -> 'TIGER (RQ-VAE)': the NTP twin of a TCA row."""
-    return name.replace("+TCA", "")
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -37,26 +34,23 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def pairs(result: dict) -> list[dict]:
-    """NTP/TCA pairs of one recipe result: per pair the per-seed metrics of both and the gain summary."""
-    by_name: dict[str, dict[int, dict]] = defaultdict(dict)
-    loss_of: dict[str, str] = {}
-    for r in result["rows"]:
-        by_name[r["name"]][r["seed"]] = r
-        loss_of[r["name"]] = r["loss"]
+    """NTP/TCA pairs of one recipe result (each TCA row and its recorded `baseline` row): per pair the
+    per-seed metrics of both and the gain summary."""
+    by_name: dict[str, dict] = defaultdict(dict)  # name -> seed -> ResultRow
+    for r in rows_of(result, result.get("recipe", "results")):
+        by_name[r.name][r.seed] = r
     out = []
     for name, rows in by_name.items():
-        if not loss_of[name].startswith("tca"):
-            continue
-        base = _base_name(name)
-        if base not in by_name or loss_of[base].startswith("tca"):
+        base = next(iter(rows.values())).baseline
+        if base not in by_name:
             continue
         seeds = sorted(set(rows) & set(by_name[base]))
         entry = {"dataset": result["dataset"], "recipe": result["recipe"], "base": base, "tca": name,
-                 "tokenizer": rows[seeds[0]]["tokenizer"], "seeds": seeds,
-                 "alpha": [rows[s]["alpha"] for s in seeds]}
+                 "tokenizer": rows[seeds[0]].tokenizer, "seeds": seeds,
+                 "alpha": [rows[s].alpha for s in seeds]}
         for m in METRICS:
-            b = [float(by_name[base][s][m]) for s in seeds]
-            t = [float(rows[s][m]) for s in seeds]
+            b = [float(by_name[base][s].metrics[m]) for s in seeds]
+            t = [float(rows[s].metrics[m]) for s in seeds]
             (bm, bs), (tm, ts) = _mean_std(b), _mean_std(t)
             entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
                         "seed_gains": [y - x for x, y in zip(b, t)]}
@@ -75,7 +69,7 @@ def teachers(results: list[dict]) -> list[dict]:
         vals: dict[int, dict] = {}
         for res in results:
             if res["dataset"] == ds:
-                vals.update({r["seed"]: r for r in res["rows"] if r["model"] == "sasrec"})
+                vals.update({r.seed: r.metrics for r in rows_of(res, res["recipe"]) if r.model == "sasrec"})
         if vals:
             n, h = _mean_std([v["ndcg@10"] for v in vals.values()]), _mean_std([v["hr@10"] for v in vals.values()])
             rows.append({"dataset": ds, "model": "SASRec", "seeds": sorted(vals), "ndcg@10": n, "hr@10": h,

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
-from semrec.io import atomic_file, write_json
+from semrec.artifacts import atomic_file, write_json
 from semrec.tca import CollaborativeTokenizer
 from semrec.trie import PrefixIndex
-from semrec.utils import describe_machine, git_commit
+from semrec.runtime import describe_machine, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

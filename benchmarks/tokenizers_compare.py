@@ -2,7 +2,7 @@
 
 For each dataset: MiniLM text embeddings of "title; brand; category" (cached), a SASRec teacher for the CF
 item embeddings (loaded from --teacher-dir/<dataset>_sasrec, or trained there with semrec.cf if absent),
-then every scheme YAML is fitted on CPU and compared (semrec.quantizers.compare): collisions before/after,
+then every scheme YAML is fitted on CPU and compared (semrec.itemtok.compare): collisions before/after,
 codes used and perplexity per level, reconstruction error, prefix cosine, CF-neighbour agreement, fit time.
 
     nice -n 10 python benchmarks/tokenizers_compare.py                      # full run (CPU)
@@ -35,7 +35,8 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     read) and saved there. Returns (item embeddings (N, d), info)."""
     import torch
 
-    from semrec.cf import TEACHERS, CFTeacher, SASRecConfig, TrainConfig, evaluate_teacher, train_teacher
+    from semrec.cf import TEACHERS, CFTeacher, SASRecConfig, evaluate_teacher
+    from semrec.training.teacher import TeacherTrainConfig, train_teacher
 
     candidates = [root / f"{ds.name}_sasrec_seed{seed}", root / f"{ds.name}_sasrec"]
     path = next((c for c in candidates if (c / "config.json").is_file()), candidates[0])
@@ -46,7 +47,7 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     else:
         t0 = time.perf_counter()
         teacher = TEACHERS["sasrec"](ds.num_items, SASRecConfig(hidden=64, max_len=10))
-        res = train_teacher(teacher, ds, TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, patience=3, seed=seed),
+        res = train_teacher(teacher, ds, TeacherTrainConfig(epochs=epochs, batch_size=128, lr=3e-3, patience=3, seed=seed),
                             device="cpu", progress=progress)
         teacher.save_pretrained(path, extra={"dataset": ds.name, "protocol": ds.protocol, "best_epoch": res.best_epoch})
         info.update(source="trained", train_seconds=time.perf_counter() - t0, best_epoch=res.best_epoch)
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from semrec.data import load_builtin
     from semrec.embeddings import default_cache_dir, item_texts
-    from semrec.quantizers.compare import compare_schemes, write_comparison
-    from semrec.quantizers.schemes import load_scheme
-    from semrec.utils import describe_machine, git_commit, seed_everything
+    from semrec.itemtok.compare import compare_schemes, write_comparison
+    from semrec.itemtok.schemes import load_scheme
+    from semrec.runtime import describe_machine, git_commit, seed_everything
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)

@@ -167,32 +167,3 @@ def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, 
     if was_training:
         model.train()
     return BeamSearchOutput(items=fin_items[:, :top_k], scores=fin_scores[:, :top_k], sequences=fin_seqs[:, :top_k])
-
-
-@torch.no_grad()
-def score_items(model, batch, items: torch.Tensor | None = None, *, chunk: int = 256) -> torch.Tensor:
-    """Exhaustive reference: log P(item's whole token sequence | user) for every user x item, (B, M).
-
-    items: (M,) item ids (default: the whole catalogue). Teacher-forced, one forward per item chunk."""
-    was_training = model.training
-    model.eval()
-    n = model.codes.shape[0]
-    items = torch.arange(n, device=batch.input_ids.device) if items is None else items.to(batch.input_ids.device)
-    b = len(batch)
-    out = []
-    for lo in range(0, len(items), chunk):
-        it = items[lo:lo + chunk]
-        m = len(it)
-        rep = batch.__class__(
-            input_ids=batch.input_ids.repeat_interleave(m, 0),
-            attention_mask=batch.attention_mask.repeat_interleave(m, 0),
-            histories=batch.histories.repeat_interleave(m, 0), users=batch.users.repeat_interleave(m, 0),
-            rows=batch.rows.repeat_interleave(m, 0), target_tokens=model.codes[it].repeat(b, 1))
-        logp = torch.log_softmax(model(rep).float(), -1)
-        tgt = rep.target_tokens
-        real = tgt != model.pad_id
-        tok_lp = logp.gather(2, tgt.clamp(min=0)[:, :, None])[:, :, 0]
-        out.append((tok_lp * real).sum(1).view(b, m))
-    if was_training:
-        model.train()
-    return torch.cat(out, 1)

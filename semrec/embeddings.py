@@ -1,6 +1,6 @@
 """Item content vectors: text embeddings (sentence-transformers), attribute vectors, CF vectors.
 
-    vecs = embed_items(dataset)                                   # (N, 384) MiniLM over "{title}"
+    vecs = compute_item_embeddings(dataset).vectors               # (N, 384) MiniLM over "{title}"
     res = compute_item_embeddings(dataset, EmbedConfig(content="text+attributes",
                                   template="{title}[; brand: {brand}]"), cache_dir="cache/")
     res.vectors, res.content, res.info                            # what was used, recorded
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json, write_json
+from semrec.artifacts import atomic_file, read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from semrec.data.dataset import SeqDataset
@@ -166,20 +166,27 @@ def _list_literal(s: str) -> list | None:
     return None
 
 
+def _cell(value: Any) -> Any:
+    """A cell as plain Python: arrays as lists, a string holding a list literal as that list, other
+    strings stripped."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, str):
+        s = value.strip()
+        parsed = _list_literal(s)
+        return s if parsed is None else parsed
+    return value
+
+
 def render_value(value: Any) -> str:
     """Render one cell: None/NaN/empty -> ""; lists joined (", "; nested with " > "); HTML unescaped."""
     if value is None:
         return ""
     if isinstance(value, float) and np.isnan(value):
         return ""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    value = _cell(value)
     if isinstance(value, str):
-        s = value.strip()
-        parsed = _list_literal(s)
-        if parsed is not None:
-            return render_value(parsed)
-        return _clean_text(s)
+        return _clean_text(value)
     if isinstance(value, (list, tuple)):
         out = []
         for v in value:
@@ -288,7 +295,7 @@ def load_sentence_model(model_path: str | Path | None = None, device: str = "aut
 
     from sentence_transformers import SentenceTransformer
 
-    from semrec.utils import resolve_device
+    from semrec.runtime import resolve_device
 
     path = resolve_model_path(model_path)
     dev = resolve_device(device)
@@ -413,14 +420,9 @@ def _attribute_tokens(value: Any) -> list[str]:
     """Atomic attribute values of one cell (list elements; category-path elements individually)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    value = _cell(value)
     if isinstance(value, str):
-        s = value.strip()
-        parsed = _list_literal(s)
-        if parsed is not None:
-            return _attribute_tokens(parsed)
-        s = _clean_text(s).lower()
+        s = _clean_text(value).lower()
         return [s] if s else []
     if isinstance(value, (list, tuple)):
         out: list[str] = []
@@ -560,39 +562,6 @@ def compute_item_embeddings(dataset: "SeqDataset", config: EmbedConfig | dict | 
     info["dim"] = int(out.shape[1])
     info["config"] = dataclasses.asdict(cfg)
     return ItemEmbeddings(out, cfg.content, info)
-
-
-def embed_items(dataset: "SeqDataset", model_path: str | Path | None = None, template: str | None = "{title}",
-                fields: Sequence[str] | None = None, batch_size: int = 256, cache_dir: str | Path | None = None,
-                device: str = "auto", *, content: str = "text", normalize: bool = True,
-                cf_emb: np.ndarray | None = None, attribute_fields: Sequence[str] | None = None,
-                attribute_dim: int = 64, devices: Sequence[str] | None = None, progress: bool = True
-                ) -> np.ndarray:
-    """(N, d) float32 item vectors (row i = item i). See `compute_item_embeddings` for the recorded form."""
-    cfg = EmbedConfig(content=content, model_path=None if model_path is None else str(model_path),
-                      template=template, fields=None if fields is None else list(fields), normalize=normalize,
-                      batch_size=batch_size,
-                      attribute_fields=None if attribute_fields is None else list(attribute_fields),
-                      attribute_dim=attribute_dim)
-    return compute_item_embeddings(dataset, cfg, cf_emb=cf_emb, cache_dir=cache_dir, device=device,
-                                   devices=devices, progress=progress).vectors
-
-
-def cf_item_embeddings(source: str | Path, num_items: int | None = None) -> np.ndarray:
-    """(N, d) float32 CF item embeddings from a semrec.cf teacher directory or a .npy file."""
-    source = Path(source)
-    if source.is_dir():
-        import torch
-
-        from semrec.cf import CFTeacher
-
-        teacher = CFTeacher.from_pretrained(source, device="cpu")
-        with torch.no_grad():
-            arr = teacher.item_embeddings().detach().float().cpu().numpy()
-        return check_matrix(arr, rows=num_items, what=f"{source}: teacher item embeddings")
-    if source.suffix == ".npy" or source.is_file():
-        return load_matrix(source, rows=num_items, what="CF item embeddings")
-    raise SemrecError(f"{source}: neither a CF teacher directory nor a .npy file")
 
 
 def default_cache_dir() -> Path:

@@ -28,9 +28,9 @@ from semrec.cf.base import check_logits, teacher_name
 from semrec.data.dataset import Examples
 from semrec.decoding import beam_search
 from semrec.errors import SemrecError
+from semrec.data.examples import ExampleTable
 from semrec.metrics import collaborative_consistency, list_diagnostics, rank_metrics
-from semrec.models.batching import ExampleTable
-from semrec.utils import describe_machine
+from semrec.runtime import describe_machine
 
 PROTOCOL_KS = {"T": (1, 3, 5, 10), "P": (5, 10)}
 

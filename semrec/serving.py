@@ -22,8 +22,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from semrec.artifacts import read_json
 from semrec.errors import SemrecError
-from semrec.io import read_json
+from semrec.pipeline.results import RESULTS_FILE, ResultRow, RunDirectory
 
 _WORD = re.compile(r"[0-9a-z]+")
 
@@ -130,51 +131,22 @@ class ItemResolver:
             raise SemrecError(f"{where}{e}") from None
 
 
-def _generative_rows(result: dict) -> list[dict]:
-    return [r for r in result.get("rows", []) if r.get("tokenizer") is not None]
-
-
-def pick_row(result: dict, name: str | None, where: str) -> dict:
+def pick_row(run: RunDirectory, name: str | None) -> ResultRow:
     """The results row to serve: `name` (its first seed), else the best mean test NDCG@10 generative row."""
-    rows = _generative_rows(result)
+    where = str(run.path / RESULTS_FILE)
+    rows = run.generative_rows
     if not rows:
         raise SemrecError(f"{where}: the run has no generative model rows")
-    names = list(dict.fromkeys(r["name"] for r in rows))
+    names = list(dict.fromkeys(r.name for r in rows))
     if name is None:
-        means = {n: sum(r.get("ndcg@10") or 0.0 for r in rows if r["name"] == n)
-                 / sum(1 for r in rows if r["name"] == n) for n in names}
+        means = {n: sum(r.metrics.get("ndcg@10") or 0.0 for r in rows if r.name == n)
+                 / sum(1 for r in rows if r.name == n) for n in names}
         name = max(names, key=lambda n: means[n])  # first-listed on ties
     if name not in names:
         hint = difflib.get_close_matches(name, names, n=1)
         raise SemrecError(f"{where}: no model row {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                           + f"; rows: {', '.join(names)}")
-    return min((r for r in rows if r["name"] == name), key=lambda r: r.get("seed") or 0)
-
-
-def find_model_stage(run_dir: Path, row: dict) -> Path:
-    """The `stages/model-*` directory that produced `row` (recorded in the row, or matched by its config)."""
-    stages = run_dir / "stages"
-    if row.get("model_stage"):
-        d = stages / row["model_stage"]
-        if not (d / "model").is_dir():
-            raise SemrecError(f"{d}: model stage of row {row['name']!r} is missing")
-        return d
-    # runs written before rows recorded their stage: match model, seed, loss, alpha and chosen sweep values
-    chosen = {k: v for k, v in (row.get("selected_on_valid") or {}).items() if "@" not in k}
-    matches = []
-    for st in sorted(stages.glob("model-*/stage.json")):
-        cfg = read_json(st).get("config", {})
-        tr = cfg.get("train", {})
-        loss = str(tr.get("loss")) + ("+msl" if tr.get("msl") else "")
-        if (cfg.get("model") != row.get("model") or tr.get("seed") != row.get("seed") or loss != row.get("loss")
-                or (row.get("alpha") is not None and tr.get("alpha") != row["alpha"])
-                or any(tr.get(k) != v for k, v in chosen.items())):
-            continue
-        matches.append(st.parent)
-    if len(matches) != 1:
-        raise SemrecError(f"{run_dir}: cannot tell which model stage produced row {row['name']!r} "
-                          f"({len(matches)} candidates); re-run `semrec run` to record it")
-    return matches[0]
+    return min((r for r in rows if r.name == name), key=lambda r: r.seed or 0)
 
 
 class Recommender:
@@ -202,28 +174,25 @@ class Recommender:
         from semrec.models import load_model
         from semrec.pipeline.cache import StageCache
         from semrec.pipeline.run import dataset_fingerprint
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise SemrecError(f"{run_dir}: no such run directory")
-        result = read_json(run_dir / "results.json")
-        row = pick_row(result, model, str(run_dir / "results.json"))
-        stage = find_model_stage(run_dir, row)
-        spec = result.get("data") or result.get("dataset")
+        run = RunDirectory(run_dir)
+        row = pick_row(run, model)
+        stage = run.model_stage(row)
+        spec = run.result.get("data") or run.result.get("dataset")
         if not spec:
-            raise SemrecError(f"{run_dir}/results.json: no dataset recorded")
+            raise SemrecError(f"{run.path / RESULTS_FILE}: no dataset recorded")
         try:
             dataset = resolve_dataset(spec)
         except SemrecError as e:
-            raise SemrecError(f"{run_dir}/results.json: cannot reload the run's dataset {spec!r}: {e}") from None
+            raise SemrecError(f"{run.path / RESULTS_FILE}: cannot reload the run's dataset {spec!r}: {e}") from None
         want = read_json(stage / "stage.json").get("inputs", {}).get("data")
         if want is not None and dataset_fingerprint(dataset) != want:
-            raise SemrecError(f"{run_dir}: dataset {spec!r} has changed since the model was trained "
+            raise SemrecError(f"{run.path}: dataset {spec!r} has changed since the model was trained "
                               f"(fingerprint {dataset_fingerprint(dataset)}, run used {want})")
         net = load_model(stage / "model", device=resolve_device(device))
         StageCache.verify(stage)  # after loading, whose errors are more specific: catches same-size edits too
-        return cls(net, dataset, name=row["name"], **kwargs)
+        return cls(net, dataset, name=row.name, **kwargs)
 
     def resolve(self, histories: list[list[int | str]]) -> list[list[int]]:
         """Histories of ids / raw ids / titles -> item ids (SemrecError naming the bad entry)."""
@@ -237,7 +206,7 @@ class Recommender:
         """Item-id histories -> an ExampleTable (last `max_history` items, left-padded; user 0, no target)."""
         import torch
 
-        from semrec.models.batching import ExampleTable
+        from semrec.data.examples import ExampleTable
 
         h = self.model.max_history
         hist = torch.full((len(ids), h), -1, dtype=torch.long)

@@ -53,6 +53,11 @@ class PrefixIndex:
     Fixed-length semantic IDs and variable-length title sequences (ending in EOS) both work;
     duplicate sequences are allowed (:meth:`items_of` gives the smallest item id, :meth:`all_items_of`
     all of them). Every item needs at least one token. :meth:`to` gives a copy on another device.
+
+    The edge table (read by the Collaborative Tokenizer; E edges, depth-major, sorted by key):
+    ``edge_key`` (E,) ``(depth * (N + 1) + parent lo) * vocab_size + token``; ``edge_poskey`` (E,)
+    ``depth * (N + 1) + lo``; ``edge_lo``/``edge_hi`` (E,) the child's range [lo, hi) of sorted
+    positions; ``edge_tok`` (E,) the edge's token; ``first_slot`` (N,) each item's depth-0 edge.
     """
 
     def __init__(self, item_tokens: torch.Tensor, pad_id: int, vocab_size: int):
@@ -112,18 +117,18 @@ class PrefixIndex:
             branching.append(int(torch.unique_consecutive(e_par, return_counts=True)[1].max())
                              if e_pos.numel() else 0)
             starts = child_starts
-        self._edge_key = torch.cat(ekey)
-        self._edge_poskey = torch.cat(eposkey)
-        self._edge_lo = torch.cat(elo)
-        self._edge_hi = torch.cat(ehi)
-        self._edge_tok = torch.cat(etok)
+        self.edge_key = torch.cat(ekey)
+        self.edge_poskey = torch.cat(eposkey)
+        self.edge_lo = torch.cat(elo)
+        self.edge_hi = torch.cat(ehi)
+        self.edge_tok = torch.cat(etok)
         self._depth_offsets = offsets
         self._branching = branching
         # Depth-0 child slot of every item (used by the Collaborative Tokenizer's dense first step).
-        slot_sorted = torch.searchsorted(self._edge_lo[: offsets[1]], pos, right=True) - 1
-        self._first_slot = torch.empty_like(slot_sorted)
-        self._first_slot[order] = slot_sorted
-        if not bool((self._edge_key[1:] > self._edge_key[:-1]).all()):  # internal invariant
+        slot_sorted = torch.searchsorted(self.edge_lo[: offsets[1]], pos, right=True) - 1
+        self.first_slot = torch.empty_like(slot_sorted)
+        self.first_slot[order] = slot_sorted
+        if not bool((self.edge_key[1:] > self.edge_key[:-1]).all()):  # internal invariant
             raise RuntimeError("PrefixIndex: edge table not strictly sorted (key overflow?)")
 
     # ------------------------------------------------------------------ basics
@@ -134,7 +139,7 @@ class PrefixIndex:
     @property
     def num_edges(self) -> int:
         """Number of trie edges (distinct non-empty prefixes)."""
-        return int(self._edge_key.numel())
+        return int(self.edge_key.numel())
 
     @property
     def max_branching(self) -> int:
@@ -178,11 +183,11 @@ class PrefixIndex:
         n, v = self.num_items, self.vocab_size
         ok = (tokens >= 0) & (tokens < v) & (hi > lo)
         key = (depth * (n + 1) + lo) * v + tokens.clamp(0, v - 1)
-        e = torch.searchsorted(self._edge_key, key).clamp_(max=self._edge_key.numel() - 1)
-        match = ok & (self._edge_key[e] == key)
+        e = torch.searchsorted(self.edge_key, key).clamp_(max=self.edge_key.numel() - 1)
+        match = ok & (self.edge_key[e] == key)
         zero = torch.zeros_like(lo)
-        nlo = torch.where(match, self._edge_lo[e], zero)
-        nhi = torch.where(match, self._edge_hi[e], zero)
+        nlo = torch.where(match, self.edge_lo[e], zero)
+        nhi = torch.where(match, self.edge_hi[e], zero)
         ended = tokens == self.pad_id
         return torch.where(ended, lo, nlo), torch.where(ended, hi, nhi)
 
@@ -191,8 +196,8 @@ class PrefixIndex:
         """Edge-table slice [a, b) of the children of each range (B,); b - a = number of next tokens."""
         n, v = self.num_items, self.vocab_size
         base = (depth * (n + 1) + lo) * v
-        a = torch.searchsorted(self._edge_key, base)
-        b = torch.searchsorted(self._edge_key, base + v)
+        a = torch.searchsorted(self.edge_key, base)
+        b = torch.searchsorted(self.edge_key, base + v)
         nonempty = hi > lo
         return torch.where(nonempty, a, torch.zeros_like(a)), torch.where(nonempty, b, torch.zeros_like(b))
 
@@ -210,7 +215,7 @@ class PrefixIndex:
         ar = torch.arange(k, device=self.device)
         idx = a.unsqueeze(1) + ar
         valid = ar < counts.unsqueeze(1)
-        toks = self._edge_tok[idx.clamp(max=self._edge_tok.numel() - 1)]
+        toks = self.edge_tok[idx.clamp(max=self.edge_tok.numel() - 1)]
         return torch.where(valid, toks, torch.full_like(toks, self.pad_id)), counts
 
     def next_token_mask(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
@@ -221,7 +226,7 @@ class PrefixIndex:
         ar = torch.arange(k, device=self.device)
         idx = a.unsqueeze(1) + ar
         valid = ar < counts.unsqueeze(1)
-        toks = torch.where(valid, self._edge_tok[idx.clamp(max=self._edge_tok.numel() - 1)],
+        toks = torch.where(valid, self.edge_tok[idx.clamp(max=self.edge_tok.numel() - 1)],
                            torch.full_like(idx, self.vocab_size))
         mask = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=torch.bool, device=self.device)
         mask.scatter_(1, toks, True)
@@ -279,7 +284,7 @@ class PrefixIndex:
         if not bool(self.range_is_complete(lo, hi, depth)[0]):
             return []
         a, b = self.children(lo, hi, depth)
-        end = int(self._edge_lo[a[0]]) if int(b[0]) > int(a[0]) else int(hi[0])
+        end = int(self.edge_lo[a[0]]) if int(b[0]) > int(a[0]) else int(hi[0])
         return sorted(self.sorted_items[int(lo[0]): end].tolist())
 
     def prefix_items(self, prefix) -> list[int]:

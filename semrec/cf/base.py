@@ -14,16 +14,17 @@ num_items, model config, plus optional extra metadata) and `model.safetensors`;
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 from semrec.config import config_to_dict, load_config
+from semrec.embeddings import check_matrix, load_matrix
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -47,7 +48,7 @@ def get_teacher_class(name: str) -> type["CFTeacher"]:
 def build_teacher(name: str, num_items: int, config: Any, *, seed: int) -> "CFTeacher":
     """A fresh teacher whose initial weights depend only on `seed` (torch's default seed differs per
     process, so an unseeded build would make two runs of the same config differ)."""
-    from semrec.utils import seed_everything
+    from semrec.runtime import seed_everything
 
     klass = get_teacher_class(name)
     seed_everything(seed)
@@ -244,5 +245,14 @@ def positions_from_start(ids: torch.Tensor) -> torch.Tensor:
     return (valid.cumsum(1) - 1).clamp(min=0) * valid
 
 
-def dataclass_fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+def cf_item_embeddings(source: str | Path, num_items: int | None = None) -> np.ndarray:
+    """(N, d) float32 CF item embeddings from a semrec.cf teacher directory or a .npy file."""
+    source = Path(source)
+    if source.is_dir():
+        teacher = CFTeacher.from_pretrained(source, device="cpu")
+        with torch.no_grad():
+            arr = teacher.item_embeddings().detach().float().cpu().numpy()
+        return check_matrix(arr, rows=num_items, what=f"{source}: teacher item embeddings")
+    if source.suffix == ".npy" or source.is_file():
+        return load_matrix(source, rows=num_items, what="CF item embeddings")
+    raise SemrecError(f"{source}: neither a CF teacher directory nor a .npy file")

@@ -16,7 +16,7 @@ from semrec.errors import SemrecError
 COMMAND_MODULES = [
     "data",
     "cf",
-    "embed", "tokenize",
+    "embed", "itemtok",
     "llm",
     "run",
     "recommend", "report",

@@ -52,13 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_config_class(model_name: str):
-    """A dataclass {model: <teacher config>, train: TrainConfig} for --config / --set."""
-    from semrec.cf import TrainConfig, get_teacher_class
+    """A dataclass {model: <teacher config>, train: TeacherTrainConfig} for --config / --set."""
+    from semrec.cf import get_teacher_class
+    from semrec.training.teacher import TeacherTrainConfig
 
     mcls = get_teacher_class(model_name).config_class
     return dataclasses.make_dataclass("CFRunConfig", [
         ("model", mcls, dataclasses.field(default_factory=mcls)),
-        ("train", TrainConfig, dataclasses.field(default_factory=TrainConfig)),
+        ("train", TeacherTrainConfig, dataclasses.field(default_factory=TeacherTrainConfig)),
     ])
 
 
@@ -81,7 +82,7 @@ def qualify_overrides(cfg, overrides: list[str]) -> list[str]:
 def refit_config(teacher_dir: str | Path) -> tuple[str, dict]:
     """(model name, {model:, train:}) of a finished selection run, set to train on train + valid
     for exactly its best epoch count."""
-    from semrec.io import read_json
+    from semrec.artifacts import read_json
 
     meta = read_json(Path(teacher_dir) / "config.json")
     extra = meta.get("extra", {})
@@ -142,45 +143,24 @@ def train_cf(args: argparse.Namespace) -> int:
 
 def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "auto", restart: bool = False,
                    progress: bool = True, overwrite: bool = False) -> dict:
-    """Train, evaluate on valid and test, and write the teacher directory atomically; returns metrics.json."""
-    import time
-
+    """Train and evaluate (semrec.training.teacher.train_and_evaluate_teacher), then write the teacher
+    directory atomically, resumable from `.<out>.partial` after a kill; returns metrics.json."""
     from semrec import distributed
-    from semrec.cf import build_teacher, evaluate_teacher, target_in_history_rate, train_teacher
+    from semrec.artifacts import atomic_dir, atomic_file, write_json
     from semrec.cf.sequences import __doc__ as rows_doc
     from semrec.config import config_to_dict
-    from semrec.io import atomic_dir, atomic_file, write_json
-    from semrec.utils import describe_machine, git_commit, resolve_device
+    from semrec.runtime import resolve_device
+    from semrec.training.teacher import train_and_evaluate_teacher
 
-    dev = resolve_device(device)
-    distributed.init(dev)  # under torchrun: train and evaluate on every rank, rank 0 alone writes
-    dev = distributed.local_device(dev)
-    t0 = time.time()
+    distributed.init(resolve_device(device))  # under torchrun: rank 0 alone writes
     partial = out.parent / f".{out.name}.partial"
     if restart and partial.exists() and distributed.is_main():
         shutil.rmtree(partial)
     distributed.barrier()
-    model = build_teacher(model_name, dataset.num_items, cfg.model, seed=cfg.train.seed)
     tc = cfg.train
-    res = train_teacher(model, dataset, tc, device=dev, checkpoint_dir=partial,
-                        log_path=partial / "train_log.jsonl", progress=progress)
-    kw = dict(ks=tc.ks, exclude_history=tc.exclude_history, batch_size=tc.eval_batch_size)
-    valid = evaluate_teacher(model, dataset.valid, **kw) if len(dataset.valid) else {}
-    test = evaluate_teacher(model, dataset.test, **kw) if len(dataset.test) else {}
-    metrics = {
-        "model": model_name, "dataset": dataset.name, "protocol": dataset.protocol, "seed": tc.seed,
-        "valid": valid, "test": test,
-        "valid_seen_in_training": tc.include_valid,
-        "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-        "selection": None if tc.include_valid else f"valid {tc.metric}, patience {tc.patience}",
-        "exclude_history": tc.exclude_history,
-        "target_in_history": {"valid": target_in_history_rate(dataset.valid),
-                              "test": target_in_history_rate(dataset.test)},
-        "train_data": {"sequences": res.num_sequences, "windows": res.num_windows, "targets": res.num_targets,
-                       "splits_used": ["train", "valid"] if tc.include_valid else ["train"]},
-        "wall_time_s": round(time.time() - t0, 2), "train_time_s": round(res.wall_time_s, 2),
-        "device": describe_machine(dev), "commit": git_commit(),
-    }
+    model, res, metrics = train_and_evaluate_teacher(model_name, cfg.model, tc, dataset, device=device,
+                                                     checkpoint_dir=partial, log_path=partial / "train_log.jsonl",
+                                                     progress=progress)
     extra = {"dataset": dataset.name, "protocol": dataset.protocol, "train": config_to_dict(tc),
              "best_epoch": res.best_epoch, "train_rows": " ".join((rows_doc or "").split())}
     if distributed.is_main():
@@ -200,8 +180,8 @@ def eval_cf(args: argparse.Namespace) -> int:
 
     from semrec.cf import CFTeacher, evaluate_teacher
     from semrec.data import resolve_dataset
-    from semrec.io import write_json
-    from semrec.utils import resolve_device
+    from semrec.artifacts import write_json
+    from semrec.runtime import resolve_device
 
     try:
         ks = tuple(int(k) for k in args.ks.split(",") if k.strip())

@@ -31,7 +31,7 @@ def cache_dir_of(args) -> Path | None:
 
 def cf_of(args, num_items: int):
     """CF item embeddings from --teacher / --cf-emb, or None."""
-    from semrec.embeddings import cf_item_embeddings
+    from semrec.cf import cf_item_embeddings
 
     src = args.teacher or args.cf_emb
     return None if src is None else cf_item_embeddings(src, num_items)
@@ -76,7 +76,7 @@ def embed(args) -> int:
     if out.exists() and not args.overwrite:
         raise SemrecError(f"{out}: already exists (pass --overwrite to replace it)")
     if args.scheme:
-        from semrec.quantizers.schemes import load_scheme
+        from semrec.itemtok.schemes import load_scheme
 
         cfg = load_scheme(args.scheme).embedding
     else:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1

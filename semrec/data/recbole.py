@@ -43,7 +43,7 @@ from semrec.data.importer import sniff_separator
 from semrec.data.rows import build_from_rows
 from semrec.data.splits import split_labels
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir
+from semrec.artifacts import atomic_dir
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 LIST_SUFFIX = "_list"

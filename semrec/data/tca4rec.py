@@ -17,7 +17,7 @@ import pandas as pd
 
 from semrec.data.dataset import SPLITS, Examples, SeqDataset
 from semrec.errors import SemrecError
-from semrec.io import read_json
+from semrec.artifacts import read_json
 
 SPLIT_FILES = {"train": "train_10000.csv.gz", "valid": "valid_5000.csv.gz", "test": "test_5000.csv.gz"}
 ROW_COLUMNS = ("uid", "iid", "his_len", "hist_id", "timestamp")

@@ -9,17 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from semrec.errors import SemrecError
-from semrec.models.base import GenerativeRecommender, tokenization_fingerprint
-from semrec.models.batching import Batch, ExampleTable, training_examples
-from semrec.models.decoder import DecoderConfig, DecoderRecommender
+from semrec.models.base import MODELS, GenerativeRecommender, register_model, tokenization_fingerprint
+from semrec.models.batching import Batch
+from semrec.models.tiger import TigerConfig, TigerRecommender  # registered first: MODELS lists tiger, decoder, llm
+from semrec.models.decoder import DecoderConfig, DecoderRecommender  # noqa: I001
 from semrec.models.llm import LLMConfig, LLMRecommender
-from semrec.models.tiger import TigerConfig, TigerRecommender
-
-MODELS: dict[str, type[GenerativeRecommender]] = {
-    "tiger": TigerRecommender,
-    "decoder": DecoderRecommender,
-    "llm": LLMRecommender,
-}
 
 
 def build_model(name: str, tokenization: Any, config: Any = None, *, seed: int | None = None) -> GenerativeRecommender:
@@ -34,6 +28,5 @@ def load_model(path, *, tokenization: Any = None, device="cpu") -> GenerativeRec
     return GenerativeRecommender.from_pretrained(path, tokenization=tokenization, device=device)
 
 
-__all__ = ["MODELS", "Batch", "DecoderConfig", "DecoderRecommender", "ExampleTable", "GenerativeRecommender",
-           "TigerConfig", "TigerRecommender", "build_model", "load_model", "tokenization_fingerprint",
-           "training_examples"]
+__all__ = ["MODELS", "Batch", "DecoderConfig", "DecoderRecommender", "GenerativeRecommender",
+           "TigerConfig", "TigerRecommender", "build_model", "load_model", "register_model", "tokenization_fingerprint"]

@@ -29,11 +29,20 @@ from torch import nn
 
 from semrec.config import config_to_dict, load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
-from semrec.models.batching import Batch, ExampleTable
+from semrec.artifacts import atomic_dir, read_json, write_json
+from semrec.data.examples import ExampleTable
+from semrec.models.batching import Batch
 
 FORMAT = "semrec-generative"
 FORMAT_VERSION = 1
+
+# arch name -> class; filled by the @register_model decorator of each model module
+MODELS: dict[str, type["GenerativeRecommender"]] = {}
+
+
+def register_model(cls: type["GenerativeRecommender"]) -> type["GenerativeRecommender"]:
+    MODELS[cls.arch] = cls
+    return cls
 
 
 def tokenization_fingerprint(tok: Any) -> str:
@@ -184,7 +193,8 @@ class GenerativeRecommender(nn.Module):
         raise NotImplementedError
 
     # ----- artifacts --------------------------------------------------------------------------
-    def _config_json(self) -> dict:
+    def config_json(self) -> dict:
+        """The metadata written to config.json (format, arch, config, tokenization, training info)."""
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch,
                 "config": config_to_dict(self.config), "tokenization": describe_tokenization(self.tokenization),
                 "training": self.training_info}
@@ -194,7 +204,8 @@ class GenerativeRecommender(nn.Module):
 
         save_model(self.hf, str(out / "model.safetensors"))
 
-    def _load_weights(self, path: Path) -> None:
+    def load_weights(self, path: Path) -> None:
+        """Load the weights saved in directory `path` into this model (strict: shapes must match)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
@@ -213,7 +224,7 @@ class GenerativeRecommender(nn.Module):
         with atomic_dir(out, overwrite=overwrite) as tmp:
             self._save_weights(tmp)
             self.tokenization.save_pretrained(tmp / "tokenization")
-            write_json(tmp / "config.json", self._config_json())
+            write_json(tmp / "config.json", self.config_json())
         return Path(out)
 
     @classmethod
@@ -227,8 +238,6 @@ class GenerativeRecommender(nn.Module):
         if meta.get("format") != FORMAT:
             raise SemrecError(f"{path}/config.json: not a semrec generative model")
         if cls.arch == "":
-            from semrec.models import MODELS
-
             if meta.get("arch") not in MODELS:
                 raise SemrecError(f"{path}/config.json: unknown model arch {meta.get('arch')!r}; "
                                   f"known: {', '.join(MODELS)}")
@@ -237,7 +246,7 @@ class GenerativeRecommender(nn.Module):
             raise SemrecError(f"{path}: holds a '{meta.get('arch')}' model, not '{cls.arch}'")
         stored = meta.get("tokenization", {})
         if tokenization is None:
-            from semrec.itemcodes import ItemTokenization
+            from semrec.itemtok.artifact import ItemTokenization
 
             tokenization = ItemTokenization.from_pretrained(path / "tokenization")
         given = describe_tokenization(tokenization)
@@ -252,7 +261,7 @@ class GenerativeRecommender(nn.Module):
         stored_cfg = {**getattr(cls.config_class, "legacy_defaults", {}), **meta["config"]}
         cfg = load_config(cls.config_class, stored_cfg, name=f"{path}/config.json config")
         model = cls._instantiate_for_loading(cfg, tokenization, path)
-        model._load_weights(path)
+        model.load_weights(path)
         model.training_info = dict(meta.get("training") or {})
         return model.to(device).eval()
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from semrec.models.base import GenerativeRecommender, reorder_cache, repeat_cache
+from semrec.models.base import GenerativeRecommender, register_model, reorder_cache, repeat_cache
 from semrec.models.batching import Batch, compact, hash_users, history_tokens
 from semrec.models.shared_prompt import (base_causal_lm, expand_shared_prompt, shared_prompt_state,
                                          shared_prompt_step, supports_shared_prompt)
@@ -58,6 +58,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(1) - 1).clamp(min=0)
 
 
+@register_model
 class DecoderRecommender(GenerativeRecommender):
     arch = "decoder"
     config_class = DecoderConfig
@@ -138,8 +139,9 @@ class DecoderRecommender(GenerativeRecommender):
         ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
         mask = torch.cat([batch.attention_mask, tmask.long()], 1)
         every = self.training and getattr(self.config, "item_loss", "last") == "every"
-        out = self.hf(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                      use_cache=False, return_dict=True, **({} if every else self._keep_kwarg(length)))
+        out = self.hf(**self._token_inputs(ids, batch.histories), attention_mask=mask,
+                      position_ids=positions_from_mask(mask), use_cache=False, return_dict=True,
+                      **({} if every else self._keep_kwarg(length)))
         if not every:
             return out.logits[:, -length:]
         return out.logits[:, -length:], self._history_loss(out.logits, batch.input_ids)
@@ -153,9 +155,13 @@ class DecoderRecommender(GenerativeRecommender):
             return logits.new_zeros(())
         return torch.nn.functional.cross_entropy(logits[:, :s - 1][is_code].float(), nxt[is_code])
 
+    def _token_inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
+        """Token ids (B, S) as model inputs: input_ids here; a subclass may pass inputs_embeds instead."""
+        return {"input_ids": ids}
+
     def _source_inputs(self, batch: Batch) -> dict:
-        """The prompt as model inputs (input_ids; a subclass may pass inputs_embeds)."""
-        return {"input_ids": batch.input_ids}
+        """The prompt as model inputs."""
+        return self._token_inputs(batch.input_ids, batch.histories)
 
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         mask = batch.attention_mask

@@ -2,12 +2,12 @@
 
 A prompt lists the titles of the user's last `max_history` items; a pretrained causal LM (any local
 Hugging Face directory loadable by ``AutoModelForCausalLM``: Llama, Qwen, GPT-2, SmolLM) generates the
-next item's title tokens, which are the item's row of a title-scheme :class:`~semrec.itemcodes.ItemTokenization`
+next item's title tokens, which are the item's row of a title-scheme :class:`~semrec.itemtok.artifact.ItemTokenization`
 (cleaned title + EOS; identical titles share one entry). Training (NTP, TCA Soft-NTP, aux-KL, MSL) runs
 through the shared :class:`~semrec.training.Trainer`, decoding through the shared trie-constrained beam
 search (`semrec.decoding`), so every generated title is a catalogue title.
 
-    tok = title_tokenization_for_llm(dataset)                 # default backbone: SmolLM2-135M-Instruct
+    tok = title_tokenization_for_llm(dataset)                 # semrec.itemtok; default backbone: SmolLM2-135M-Instruct
     model = build_model("llm", tok, {"lora_r": 8}, seed=0)
     Trainer(model, llm_train_config("tca", alpha=0.1), dataset.train, valid=dataset.valid, teacher=sasrec).fit()
     model.save_pretrained("runs/llm_tca")                      # adapter + tokenization + config
@@ -44,7 +44,9 @@ import torch
 from torch import nn
 
 from semrec.errors import SemrecError
-from semrec.models.batching import Batch, ExampleTable
+from semrec.data.examples import ExampleTable
+from semrec.models.batching import Batch
+from semrec.models.base import register_model
 from semrec.models.decoder import DecoderRecommender, positions_from_mask
 
 DEFAULT_TEMPLATE = (
@@ -150,6 +152,7 @@ def _lora_targets(hf: nn.Module, wanted: list[str] | None) -> list[str] | None:
     return list(wanted)
 
 
+@register_model
 class LLMRecommender(DecoderRecommender):
     """Title-token recommender on a pretrained causal LM (see the module docstring)."""
 
@@ -231,7 +234,7 @@ class LLMRecommender(DecoderRecommender):
     def _text_tokenizer(self):
         tok = getattr(self.tokenization, "tokenizer", None)
         if tok is None:
-            from semrec.itemcodes import load_tokenizer
+            from semrec.itemtok.artifact import load_tokenizer
 
             tok = load_tokenizer(self.backbone_path())
         return tok
@@ -242,7 +245,7 @@ class LLMRecommender(DecoderRecommender):
         if not path or not any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
                                                                   "vocab.json", "tokenizer.model")):
             return
-        from semrec.itemcodes import load_tokenizer
+        from semrec.itemtok.artifact import load_tokenizer
 
         try:
             own = load_tokenizer(path)
@@ -253,7 +256,7 @@ class LLMRecommender(DecoderRecommender):
         if len(own) != len(mine) or own(probe, add_special_tokens=False)["input_ids"] != \
                 mine(probe, add_special_tokens=False)["input_ids"]:
             raise SemrecError(f"llm: the item tokenization's titles were tokenized with another tokenizer than "
-                              f"{path}'s; build it with semrec.models.llm.title_tokenization_for_llm or set the "
+                              f"{path}'s; build it with semrec.itemtok.titles.title_tokenization_for_llm or set the "
                               "title scheme's tokenizer_path to the model directory")
 
     def attach_cf_teacher(self, teacher) -> None:
@@ -360,7 +363,7 @@ class LLMRecommender(DecoderRecommender):
         return batch
 
     # ----- forward passes -------------------------------------------------------------------------
-    def _inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
+    def _token_inputs(self, ids: torch.Tensor, histories: torch.Tensor) -> dict:
         """input_ids, or inputs_embeds with the CF slots filled (cf_embeddings)."""
         if self.cf_projection is None:
             return {"input_ids": ids}
@@ -376,24 +379,9 @@ class LLMRecommender(DecoderRecommender):
         x = x.masked_scatter(item_mask.unsqueeze(-1), item_vec.to(x.dtype))
         return {"inputs_embeds": x}
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        tgt = batch.target_tokens
-        length = tgt.shape[1]
-        tin = tgt[:, :-1]
-        tmask = tin != self.pad_id
-        ids = torch.cat([batch.input_ids, tin.masked_fill(~tmask, self.pad_id)], 1)
-        mask = torch.cat([batch.attention_mask, tmask.long()], 1)
-        out = self.hf(**self._inputs(ids, batch.histories), attention_mask=mask,
-                      position_ids=positions_from_mask(mask), use_cache=False, return_dict=True,
-                      **self._keep_kwarg(length))
-        return out.logits[:, -length:]
-
-    def _source_inputs(self, batch: Batch) -> dict:
-        return self._inputs(batch.input_ids, batch.histories)
-
     # ----- artifacts ----------------------------------------------------------------------------
-    def _config_json(self) -> dict:
-        out = super()._config_json()
+    def config_json(self) -> dict:
+        out = super().config_json()
         out["backbone"] = dict(self.backbone)
         out["finetune"] = self.config.finetune
         return out
@@ -417,8 +405,8 @@ class LLMRecommender(DecoderRecommender):
                       str(out / CF_PROJECTION_FILE))
             self.cf_teacher.save_pretrained(out / CF_TEACHER_DIR)
 
-    def _load_weights(self, path: Path) -> None:
-        from semrec.io import load_safetensors
+    def load_weights(self, path: Path) -> None:
+        from semrec.artifacts import load_safetensors
 
         path = Path(path)
         if self.config.finetune == "lora":
@@ -435,7 +423,7 @@ class LLMRecommender(DecoderRecommender):
             if expected - set(state):
                 raise SemrecError(f"{f}: adapter lacks {sorted(expected - set(state))[:3]}")
         else:
-            super()._load_weights(path)
+            super().load_weights(path)
         if self.cf_projection is not None:
             f = path / CF_PROJECTION_FILE
             if not f.is_file():
@@ -445,7 +433,7 @@ class LLMRecommender(DecoderRecommender):
 
     @classmethod
     def _instantiate_for_loading(cls, cfg: Any, tokenization: Any, path: Path) -> "LLMRecommender":
-        from semrec.io import read_json
+        from semrec.artifacts import read_json
 
         teacher = None
         if cfg.cf_embeddings:
@@ -469,50 +457,4 @@ def get_peft_keys(hf: nn.Module) -> list[str]:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def title_tokenization_for_llm(dataset, model_path: str | Path | None = None, *, max_title_chars: int | None = 100,
-                               tokenizer: Any = None):
-    """Title-scheme ItemTokenization of `dataset`'s catalogue in the LLM's tokenizer.
-
-    Titles are cut to `max_title_chars` characters first (the authors keep 100), then cleaned and
-    tokenized without special tokens, followed by EOS (semrec.itemcodes.title_tokenization)."""
-    from semrec.itemcodes import TitleConfig, load_tokenizer, title_tokenization
-    from semrec.llm_assets import resolve_backbone
-
-    path = resolve_backbone(model_path) if tokenizer is None else None
-    tok = tokenizer if tokenizer is not None else load_tokenizer(path)
-    titles = dataset.items["title"].tolist()
-    if max_title_chars is not None:
-        titles = [t if not isinstance(t, str) else t[:max_title_chars] for t in titles]
-    tokenization = title_tokenization(titles, TitleConfig(tokenizer_path=None if path is None else str(path)),
-                                      tokenizer=tok, dataset_name=getattr(dataset, "name", ""))
-    tokenization.config["max_title_chars"] = max_title_chars
-    return tokenization
-
-
-# The authors' training set-up (TCA4Rec main.py): LoRA r 8 / alpha 16 / dropout 0.05 on q,k,v,o; lr 1e-4;
-# effective batch 16 (micro-batch 4 x 4); 10 epochs, validation every 2, early stopping after 3 validations
-# without gain on validation HR@3; 20 warm-up steps; tau 4.5 with MSL (1 without); EOS position untrained.
-LLM_TRAIN_DEFAULTS: dict[str, Any] = dict(
-    epochs=10, batch_size=4, grad_accum=4, lr=1e-4, weight_decay=0.01, warmup_steps=20, valid_every=2,
-    monitor="hr@3", patience=3, num_beams=10, eval_batch_size=8, train_eos=False, max_grad_norm=1.0)
-LLM_MODES = {
-    "ntp": dict(loss="ntp", msl=False, tau=1.0),
-    "tca": dict(loss="tca", msl=False, tau=1.0),
-    "aux_kl": dict(loss="aux_kl", msl=False, tau=1.0),
-    "msl": dict(loss="ntp", msl=True, tau=4.5),
-    "msl_tca": dict(loss="tca", msl=True, tau=4.5),
-}
-
-
-def llm_train_config(mode: str = "ntp", **overrides: Any):
-    """A semrec.training.TrainConfig with the authors' LLM settings for `mode` (a LLM_MODES key), then `overrides`."""
-    from semrec.config import load_config
-    from semrec.training import TrainConfig
-
-    if mode not in LLM_MODES:
-        raise SemrecError(f"unknown LLM training mode '{mode}'; known: {', '.join(LLM_MODES)}")
-    return load_config(TrainConfig, {**LLM_TRAIN_DEFAULTS, **LLM_MODES[mode], **overrides}, name="llm train config")
-
-
-__all__ = ["DEFAULT_TEMPLATE", "LLMConfig", "LLMRecommender", "LLM_MODES", "LLM_TRAIN_DEFAULTS",
-           "backbone_fingerprint", "llm_train_config", "title_tokenization_for_llm"]
+__all__ = ["DEFAULT_TEMPLATE", "LLMConfig", "LLMRecommender", "backbone_fingerprint"]

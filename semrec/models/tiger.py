@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from semrec.models.base import GenerativeRecommender
+from semrec.models.base import GenerativeRecommender, register_model
 from semrec.models.batching import Batch, hash_users, history_tokens
 
 
@@ -64,6 +64,7 @@ class TigerConfig:
                        "tie_embeddings": True, "embedding_init_std": 1.0}
 
 
+@register_model
 class TigerRecommender(GenerativeRecommender):
     arch = "tiger"
     config_class = TigerConfig

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, read_json, write_json
+from semrec.artifacts import atomic_dir, read_json, write_json
 
 STAGE_FILE = "stage.json"
 OWNER_FILE = ".owner"  # inside a stage's temporary directory while it is computed: "host pid"

@@ -86,7 +86,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply `--set key=value` overrides, and check its names and types."""
     from semrec.cf import TEACHERS
     from semrec.models import MODELS
-    from semrec.models.batching import TRAIN_EXAMPLES
+    from semrec.data.examples import TRAIN_EXAMPLES
     from semrec.training.config import TrainConfig
 
     recipe = load_config(Recipe, path)

@@ -26,9 +26,10 @@ import numpy as np
 
 from semrec import distributed
 from semrec.errors import SemrecError
-from semrec.io import atomic_file, read_json, write_json
+from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
+from semrec.pipeline.results import ResultRow
 
 TABLE_METRICS = {"T": ["hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"],
                  "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"],
@@ -56,7 +57,7 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print,
                  progress: bool = True):
         from semrec.data import resolve_dataset
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         distributed.init(resolve_device(recipe.device))  # under torchrun: training/evaluation on every rank
         main = distributed.is_main()
@@ -72,30 +73,25 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
-        from semrec.cf import TEACHERS, build_teacher, train_teacher
-        from semrec.cf import TrainConfig as CFTrainConfig
-        from semrec.cf.evaluate import evaluate_teacher
+        from semrec.cf import TEACHERS
         from semrec.config import load_config
+        from semrec.training.teacher import TeacherTrainConfig, train_and_evaluate_teacher
 
         spec = self.recipe.teacher
         model_cfg = spec.config if model_name == spec.model else {}
         train_cfg = {**spec.train, "seed": seed}
         klass = TEACHERS[model_name]
         mcfg = load_config(klass.config_class, model_cfg, name=f"teacher {model_name} config")
-        tcfg = load_config(CFTrainConfig, train_cfg, name=f"teacher {model_name} train")
+        tcfg = load_config(TeacherTrainConfig, train_cfg, name=f"teacher {model_name} train")
         config = {"model": model_name, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
-            model = build_teacher(model_name, self.dataset.num_items, mcfg, seed=tcfg.seed)
-            res = train_teacher(model, self.dataset, tcfg, device=self.recipe.device, checkpoint_dir=work,
-                                log_path=tmp / "train_log.jsonl", progress=self.progress)
-            test = evaluate_teacher(model, self.dataset.test)
-            valid = evaluate_teacher(model, self.dataset.valid)
+            model, res, metrics = train_and_evaluate_teacher(
+                model_name, mcfg, tcfg, self.dataset, device=self.recipe.device, checkpoint_dir=work,
+                log_path=tmp / "train_log.jsonl", progress=self.progress)
             model.save_pretrained(tmp / "teacher", extra={"dataset": self.dataset.name})
-            write_json(tmp / "metrics.json", {"valid": valid, "test": test,
-                                              "train": dataclasses.asdict(res) if dataclasses.is_dataclass(res)
-                                              else str(res)})
+            write_json(tmp / "metrics.json", {**metrics, "train": dataclasses.asdict(res)})
 
         d = self._stage("teacher", config, {"data": self.data_key}, build)
         shutil.rmtree(work, ignore_errors=True)
@@ -103,7 +99,7 @@ class Pipeline:
 
     def load_teacher(self, stage_dir: Path):
         from semrec.cf import CFTeacher
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
 
@@ -111,8 +107,8 @@ class Pipeline:
         """The item IDs of a scheme: one artifact per recipe, whatever the run seeds. A collaborative scheme
         (LETTER, CF embeddings) reads the item embeddings of the recipe's teacher trained with the
         quantizer's own seed, so every generative-model seed sees the same IDs, as with RQ-KMeans/RQ-VAE."""
-        from semrec.itemcodes import ItemTokenization  # noqa: F401  (artifact type written below)
-        from semrec.quantizers.schemes import build_tokenization, load_scheme
+        from semrec.itemtok.artifact import ItemTokenization  # noqa: F401  (artifact type written below)
+        from semrec.itemtok.schemes import build_tokenization, load_scheme
 
         path = self.recipe.resolve_path(scheme_path)
         scheme = load_scheme(path)
@@ -138,8 +134,9 @@ class Pipeline:
 
     def model(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path, seed: int, sweep: dict) -> Path:
         from semrec.config import load_config
-        from semrec.itemcodes import ItemTokenization
-        from semrec.models import MODELS, build_model, training_examples
+        from semrec.data.examples import training_examples
+        from semrec.itemtok.artifact import ItemTokenization
+        from semrec.models import MODELS, build_model
         from semrec.training import Trainer
         from semrec.training.losses import uses_teacher
 
@@ -177,11 +174,12 @@ class Pipeline:
         shutil.rmtree(work, ignore_errors=True)
         return d
 
-    def evaluate(self, model_dir: Path, teacher_dir: Path, split: str) -> tuple[dict, np.ndarray]:
-        """Metrics of a trained model on a split, and its (E,) target ranks (0 = not in the beam)."""
+    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str) -> tuple[dict, np.ndarray]:
+        """The eval stage: metrics of a trained model on `split` (semrec.evaluation.evaluate), cached, and its
+        (E,) target ranks (0 = not in the beam)."""
         from semrec.evaluation import evaluate
         from semrec.models import load_model
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
@@ -203,32 +201,27 @@ class Pipeline:
         d = self._stage(f"eval-{split}", config, inputs, build)
         return read_json(d / "metrics.json"), np.load(d / "ranks.npy", allow_pickle=False)
 
-    def reference_rows(self, seed: int) -> tuple[list[dict], np.ndarray]:
+    def reference_rows(self, seed: int, common: dict) -> tuple[list[ResultRow], np.ndarray]:
         """MostPop and Random on the test split (and their valid metric), scored like the models, and
         MostPop's test ranks (what every other row is compared with)."""
         from semrec.evaluation import ks_for, most_popular_lists, random_lists, score_lists
 
         ks, k = ks_for(self.protocol), 10
-        select = self.recipe.eval.select_on
-        n, out, base = self.dataset.num_items, [], None
+        n, scored = self.dataset.num_items, {}
         for name in BASELINES:
-            row = {"name": name, "model": name.lower(), "tokenizer": None, "loss": None, "alpha": None, "tau": None}
             for split in ("valid", "test"):
                 ex = self.dataset.splits[split]
                 if split == "test" and self.recipe.eval.max_test_rows is not None:
                     ex = ex.subset(np.arange(min(len(ex), self.recipe.eval.max_test_rows)))
                 lists = (most_popular_lists(self.popularity, len(ex), k) if name == "MostPop"
                          else random_lists(n, len(ex), k, seed=seed))
-                metrics, ranks = score_lists(lists, ex.targets, ks, num_items=n, popularity=self.popularity)
-                if split == "valid":
-                    row["valid_metric"] = metrics.get(select)
-                else:
-                    row.update(metrics)
-                    row["n_rows"] = len(ex)
-                    if name == "MostPop":
-                        base = ranks
-            out.append(row)
-        return out, base
+                scored[name, split] = score_lists(lists, ex.targets, ks, num_items=n, popularity=self.popularity)
+        base = scored["MostPop", "test"][1]
+        rows = [ResultRow(name=name, model=name.lower(), tokenizer=None, loss="none", alpha=None, tau=None,
+                          **common, seed=seed, metrics={**scored[name, "test"][0], "n_rows": len(base)},
+                          valid_metric=scored[name, "valid"][0].get(self.recipe.eval.select_on),
+                          vs_mostpop=_vs(scored[name, "test"][1], base)) for name in BASELINES]
+        return rows, base
 
     def teacher_diagnostics(self, teacher_dir: Path) -> tuple[dict, np.ndarray]:
         """A teacher's top-10 list diagnostics on the test split and its test ranks within those lists."""
@@ -277,25 +270,25 @@ class Pipeline:
 
     # -- the whole recipe -----------------------------------------------------------------------
     def run(self) -> dict:
-        from semrec.utils import describe_machine, git_commit, resolve_device
+        from semrec.runtime import describe_machine, git_commit, resolve_device
 
         r = self.recipe
         t_start = time.time()
-        rows: list[dict] = []
+        rows: list[ResultRow] = []
         device = resolve_device(r.device)
         common = {"dataset": self.dataset.name, "protocol": self.protocol, "split": "test", "device": str(device)}
         for seed in r.seeds:
-            refs, base_ranks = self.reference_rows(seed)
-            rows += [{**row, **common, "seed": seed, "vs_mostpop": _vs(base_ranks, base_ranks)} for row in refs]
+            refs, base_ranks = self.reference_rows(seed, common)
+            rows += refs
             teacher_dir = self.teacher(r.teacher.model, seed)
             for tname in dict.fromkeys([r.teacher.model, *r.teachers_in_table]):
                 tdir = teacher_dir if tname == r.teacher.model else self.teacher(tname, seed)
                 m = read_json(tdir / "metrics.json")
                 diag, ranks = self.teacher_diagnostics(tdir)
-                rows.append({"name": _teacher_label(tname), "model": tname, "tokenizer": None, "loss": "ce",
-                             "alpha": None, "tau": None, **common, "seed": seed, **m["test"], **diag,
-                             "valid_metric": m["valid"].get(r.eval.select_on), "vs_mostpop": _vs(ranks, base_ranks),
-                             "wall_time_s": read_json(tdir / "stage.json")["seconds"]})
+                rows.append(ResultRow(name=_teacher_label(tname), model=tname, tokenizer=None, loss="ce", alpha=None,
+                                      tau=None, **common, seed=seed, metrics={**m["test"], **diag},
+                                      valid_metric=m["valid"].get(r.eval.select_on), vs_mostpop=_vs(ranks, base_ranks),
+                                      wall_time_s=read_json(tdir / "stage.json")["seconds"]))
             tok_dirs: dict[str, Path] = {}
             for spec in r.models:
                 scheme = spec.tokenizer or r.tokenizer
@@ -309,8 +302,9 @@ class Pipeline:
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
             "compute_time_s": round(sum(self.cache.used.values()), 1), "select_on": r.eval.select_on,
-            "rows": rows, "summary": summarize(rows, table_metrics(self.protocol)),
+            "rows": [row.to_dict() for row in rows],
         }
+        result["summary"] = summarize(result["rows"], table_metrics(self.protocol))
         if distributed.is_main():  # rank 0 alone writes the results
             write_json(self.out / "results.json", result)
             md = results_markdown(result)
@@ -320,7 +314,7 @@ class Pipeline:
         return result
 
     def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
-                  base_ranks: np.ndarray, common: dict) -> dict:
+                  base_ranks: np.ndarray, common: dict) -> ResultRow:
         """Train (or reuse) every sweep value of one model row, keep the best on valid, score it on test."""
         r = self.recipe
         candidates = []
@@ -329,22 +323,20 @@ class Pipeline:
             valid = read_json(mdir / "train.json")["best_valid"]
             candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
         best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
-        metrics, ranks = self.evaluate(mdir, teacher_dir, "test")
+        metrics, ranks = self.split_metrics(mdir, teacher_dir, "test")
         train_info = read_json(mdir / "train.json")
         tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
-        return {"name": spec.name, "model": spec.model, "tokenizer": Path(scheme).stem,
-                "loss": tcfg.loss + ("+msl" if tcfg.msl else ""),
-                "alpha": tcfg.alpha if tcfg.loss == "tca" else None, "tau": tcfg.tau,
-                **common, "seed": seed, **{k: v for k, v in metrics.items() if k != "wall_time_s"},
-                "valid_metric": best_valid if math.isfinite(best_valid) else None,
-                "vs_mostpop": _vs(ranks, base_ranks),
-                "selected_on_valid": {**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
-                "sweep_valid": [{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
-                "train_wall_time_s": train_info["wall_time_s"], "train_cpu_time_s": train_info.get("cpu_time_s"),
-                "train_steps": (train_info.get("history") or [{}])[-1].get("step"),
-                "epochs_run": train_info["epochs_run"], "best_epoch": train_info["best_epoch"],
-                "eval_wall_time_s": metrics.get("wall_time_s"),
-                "model_stage": mdir.name}  # read by semrec.serving / semrec.report
+        return ResultRow(
+            name=spec.name, model=spec.model, tokenizer=Path(scheme).stem,
+            loss=tcfg.loss + ("+msl" if tcfg.msl else ""), alpha=tcfg.alpha if tcfg.loss == "tca" else None,
+            tau=tcfg.tau, **common, seed=seed, metrics={k: v for k, v in metrics.items() if k != "wall_time_s"},
+            baseline=baseline_of(r, spec), valid_metric=best_valid if math.isfinite(best_valid) else None,
+            vs_mostpop=_vs(ranks, base_ranks),
+            selected_on_valid={**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
+            sweep_valid=[{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
+            train_wall_time_s=train_info["wall_time_s"], train_cpu_time_s=train_info.get("cpu_time_s"),
+            train_steps=(train_info.get("history") or [{}])[-1].get("step"), epochs_run=train_info["epochs_run"],
+            best_epoch=train_info["best_epoch"], eval_wall_time_s=metrics.get("wall_time_s"), model_stage=mdir.name)
 
 
 def train_popularity(dataset) -> np.ndarray:
@@ -370,6 +362,26 @@ def _vs(ranks: np.ndarray, base_ranks: np.ndarray) -> dict:
 
     gain, se = paired_gain(ranks, base_ranks, 10)
     return {"ndcg@10_gain": gain, "se": se}
+
+
+# TrainConfig fields that only configure the CF signal: a TCA row and its NTP baseline may differ in these.
+TCA_SETTINGS = ("loss", "alpha", "cf_temperature", "cf_top_k")
+
+
+def baseline_of(recipe: Recipe, spec: ModelSpec) -> str | None:
+    """The NTP model row a TCA row is compared with: the first with the same model, config, IDs, training
+    examples and training settings apart from TCA_SETTINGS (TCA at alpha 0 is that row); else None."""
+    def budget(s: ModelSpec) -> tuple:
+        tcfg = dataclasses.asdict(train_config(recipe, s, seed=0))
+        for k in TCA_SETTINGS:
+            tcfg.pop(k)
+        return s.model, s.config, s.tokenizer or recipe.tokenizer, s.examples, tcfg
+
+    if train_config(recipe, spec, seed=0).loss != "tca":
+        return None
+    twins = [s.name for s in recipe.models
+             if train_config(recipe, s, seed=0).loss == "ntp" and budget(s) == budget(spec)]
+    return twins[0] if twins else None
 
 
 def _data_spec(spec: str) -> str:

@@ -14,7 +14,3 @@ from semrec.quantizers.rqvae import RQVAE, RQVAEConfig
 
 __all__ = ["QUANTIZERS", "Quantizer", "load_quantizer", "register_quantizer", "collision_stats",
            "resolve_collisions", "RQKMeans", "RQKMeansConfig", "RQVAE", "RQVAEConfig", "Letter", "LetterConfig"]
-
-from semrec.quantizers.schemes import SchemeConfig, build_tokenization, load_scheme  # noqa: E402
-
-__all__ += ["SchemeConfig", "build_tokenization", "load_scheme"]

@@ -2,7 +2,7 @@
 per-level codes, save/load Hugging Face style (config.json + weights.safetensors, no pickles).
 
 Every quantizer is residual: level l picks code c_l in [0, codebook_sizes[l]) for the residual left by
-levels < l. `encode` returns RAW codes (N, L) int64 (no vocabulary offsets; `semrec.itemcodes` adds them).
+levels < l. `encode` returns RAW codes (N, L) int64 (no vocabulary offsets; `semrec.itemtok.artifact` adds them).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from semrec.config import load_config
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 
 QUANTIZERS: dict[str, type["Quantizer"]] = {}
 FORMAT = "semrec-quantizer"
@@ -113,12 +113,12 @@ class Quantizer(abc.ABC):
 
     def encode(self, emb: np.ndarray) -> np.ndarray:
         """(N, d) -> (N, L) int64 raw codes."""
-        return self._encode(self._check_input(emb))[0]
+        return self.encode_with_distances(emb)[0]
 
-    def last_level_distances(self, emb: np.ndarray) -> np.ndarray:
-        """(N, K_last) float32 squared distances of each item's last residual to the last codebook
-        (used to re-assign the last level when resolving collisions)."""
-        return self._encode(self._check_input(emb))[1]
+    def encode_with_distances(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, d) -> (codes (N, L) int64, squared distances (N, K_last) float32 of each item's last residual
+        to the last codebook: used to re-assign the last level when resolving collisions)."""
+        return self._encode(self._check_input(emb))
 
     @abc.abstractmethod
     def _encode(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

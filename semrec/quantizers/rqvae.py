@@ -129,7 +129,7 @@ def plot_history(history: list[dict], path, *, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from semrec.io import atomic_file
+    from semrec.artifacts import atomic_file
 
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -177,7 +177,7 @@ class RQVAE(Quantizer):
 
     # ------------------------------------------------------------------------------------- training
     def _device(self) -> torch.device:
-        from semrec.utils import resolve_device
+        from semrec.runtime import resolve_device
 
         return resolve_device(self.config.device)
 
@@ -207,7 +207,7 @@ class RQVAE(Quantizer):
     def _fit(self, emb: np.ndarray, cf_emb: np.ndarray | None) -> None:
         from tqdm.auto import tqdm
 
-        from semrec.utils import seed_everything
+        from semrec.runtime import seed_everything
 
         cfg = self.config
         if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -319,13 +319,6 @@ class RQVAE(Quantizer):
 
     def reconstruct(self, emb: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(emb))
-
-    @torch.no_grad()
-    def latent_codes_sum(self, codes: np.ndarray) -> np.ndarray:
-        """(N, L) raw codes -> (N, latent) sum of codewords (the quantized item representation)."""
-        dev = next(self.model.parameters()).device
-        c = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=dev)
-        return sum(cb[c[:, l]] for l, cb in enumerate(self.model.codebooks)).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------- io
     def _write_extra(self, directory) -> None:

@@ -29,7 +29,7 @@ from semrec.errors import SemrecError
 from semrec.tca.tokenizer import SparseTokenDistribution
 
 # Elements (rows x vocabulary) processed per chunk; a few float32 temporaries of this size are live at once.
-CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+LOGIT_ELEMENTS_PER_CHUNK = {"cpu": 1 << 22, "cuda": 1 << 25}
 _NEG_INF = float("-inf")
 
 
@@ -275,7 +275,7 @@ def _token_loss(mode: str, logits: torch.Tensor, targets: torch.Tensor, cf, weig
         bad = int(tgt[(tgt < 0) | (tgt >= v)][0])
         raise SemrecError(f"targets: token {bad} outside [0, {v}) and not ignore_index {ignore_index}")
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    chunk = max(1, CHUNK_ELEMENTS.get(logits.device.type, CHUNK_ELEMENTS["cuda"]) // v)
+    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK.get(logits.device.type, LOGIT_ELEMENTS_PER_CHUNK["cuda"]) // v)
     plan = _Plan(mode, float(weight), float(tau), rows, tgt, _flat_cf(cf, logits), _flat_allowed(allowed, logits),
                  v, chunk, dtype)
     per_row = _TokenLoss.apply(logits, plan)

@@ -28,7 +28,7 @@ from semrec.errors import SemrecError
 from semrec.trie import PrefixIndex, check_token_rows
 
 # Flat candidate elements processed at once for positions >= 1 (bounds the CT's working memory).
-CHUNK_ELEMENTS = 1 << 20
+CT_CANDIDATES_PER_CHUNK = 1 << 20
 
 
 @dataclass
@@ -189,7 +189,7 @@ def _allowed_csr(ix: PrefixIndex, targets: torch.Tensor):
     m = int(ptr[-1])
     rows = torch.repeat_interleave(torch.arange(b * length, device=ix.device), counts, output_size=m)
     slot = torch.arange(m, device=ix.device) - ptr[rows]
-    return a, c, ptr, ix._edge_tok[a.reshape(-1)[rows] + slot]
+    return a, c, ptr, ix.edge_tok[a.reshape(-1)[rows] + slot]
 
 
 def allowed_along(index: PrefixIndex, targets: torch.Tensor) -> SparseTokenDistribution:
@@ -263,7 +263,7 @@ class CollaborativeTokenizer:
             p[masked] = 0.0
         k0 = ix.branching(0)
         sums = torch.zeros(sr.shape[0], k0, dtype=s.dtype, device=s.device)
-        sums.scatter_add_(1, ix._first_slot.expand(sr.shape[0], -1), p)
+        sums.scatter_add_(1, ix.first_slot.expand(sr.shape[0], -1), p)
         values[(starts.unsqueeze(1) + torch.arange(k0, device=s.device)).reshape(-1)] = sums.reshape(-1)
 
     def _deeper_positions(self, s: torch.Tensor, a: torch.Tensor, c: torch.Tensor, values: torch.Tensor,
@@ -277,12 +277,12 @@ class CollaborativeTokenizer:
             return
         pj = pj + 1
         pa, pc = a[pb, pj], c[pb, pj]
-        clo = ix._edge_lo[pa]
-        size = ix._edge_hi[pc - 1] - clo  # candidates: the union of the children ranges
+        clo = ix.edge_lo[pa]
+        size = ix.edge_hi[pc - 1] - clo  # candidates: the union of the children ranges
         ends = torch.cumsum(size, 0)
-        # Chunk boundaries so that each chunk holds at most CHUNK_ELEMENTS candidates (or one pair).
-        cuts = torch.searchsorted(ends, torch.arange(1, int(ends[-1]) // CHUNK_ELEMENTS + 1,
-                                                     device=ends.device) * CHUNK_ELEMENTS, right=True)
+        # Chunk boundaries so that each chunk holds at most CT_CANDIDATES_PER_CHUNK candidates (or one pair).
+        cuts = torch.searchsorted(ends, torch.arange(1, int(ends[-1]) // CT_CANDIDATES_PER_CHUNK + 1,
+                                                     device=ends.device) * CT_CANDIDATES_PER_CHUNK, right=True)
         bounds = sorted({0, pb.numel(), *[int(x) for x in cuts.tolist()]})
         for p0, p1 in zip(bounds[:-1], bounds[1:]):
             if p1 <= p0:
@@ -296,7 +296,7 @@ class CollaborativeTokenizer:
             start = torch.cumsum(sz, 0) - sz
             pos = lo0[pair] + torch.arange(total, device=s.device) - start[pair]
             val = s[bb[pair], ix.sorted_items[pos]]
-            edge = torch.searchsorted(ix._edge_poskey, jj[pair] * (n + 1) + pos, right=True) - 1
+            edge = torch.searchsorted(ix.edge_poskey, jj[pair] * (n + 1) + pos, right=True) - 1
             slot = pair * kp + (edge - a0[pair])
             m = torch.full((npairs,), float("-inf"), dtype=s.dtype, device=s.device)
             m.scatter_reduce_(0, pair, val, reduce="amax", include_self=True)

@@ -1,14 +1,19 @@
-"""Training of generative recommenders: one trainer for every model and loss (NTP, TCA, aux-KL, label
-smoothing, MSL), with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume.
+"""Training: one trainer for every generative model and loss (NTP, TCA, aux-KL, label smoothing, MSL),
+with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume; CF teachers are
+trained by `train_teacher` (semrec.training.teacher) on the same checkpoint files and DDP helpers.
 
     from semrec.training import TrainConfig, Trainer
     result = Trainer(model, TrainConfig(loss="tca", alpha=0.1), train_examples, valid=dataset.valid,
                      teacher=teacher, out_dir="runs/x").fit()
 """
 
-from semrec.training.config import LOSSES, TrainConfig
-from semrec.training.losses import allowed_along, token_loss
-from semrec.training.trainer import TeacherLogits, Trainer, TrainResult, precompute_teacher_logits, train
+from semrec.training.config import TrainConfig
+from semrec.training.losses import LOSSES, Loss, token_loss
+from semrec.training.presets import LLM_MODES, LLM_TRAIN_DEFAULTS, llm_train_config
+from semrec.training.teacher import (TeacherTrainConfig, TeacherTrainResult, train_and_evaluate_teacher,
+                                     train_teacher)
+from semrec.training.trainer import TeacherLogits, Trainer, TrainResult, precompute_teacher_logits
 
-__all__ = ["LOSSES", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer", "allowed_along", "precompute_teacher_logits",
-           "token_loss", "train"]
+__all__ = ["LLM_MODES", "LLM_TRAIN_DEFAULTS", "LOSSES", "Loss", "TeacherLogits", "TrainConfig", "TrainResult", "Trainer",
+           "llm_train_config", "precompute_teacher_logits", "token_loss", "TeacherTrainConfig", "TeacherTrainResult",
+           "train_and_evaluate_teacher", "train_teacher"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from semrec.errors import SemrecError
-from semrec.io import atomic_dir, load_safetensors, read_json, write_json
+from semrec.artifacts import atomic_dir, load_safetensors, read_json, write_json
 
 
 def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -104,7 +104,7 @@ def load_checkpoint(path: Path, *, model, optimizer: torch.optim.Optimizer, sche
     path = Path(path)
     if not (path / "trainer_state.json").is_file():
         raise SemrecError(f"{path}: not a training checkpoint (no trainer_state.json)")
-    model._load_weights(path / "model")
+    model.load_weights(path / "model")
     dev = next(model.parameters()).device
     optimizer.load_state_dict(load_state(path, "optimizer", dev))
     scheduler.load_state_dict(read_json(path / "scheduler.json"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-LOSSES = ("ntp", "tca", "aux_kl", "label_smoothing")
-
 
 @dataclass
 class TrainConfig:

@@ -27,14 +27,15 @@ from semrec.cf.base import check_logits, teacher_name
 from semrec.config import config_to_dict
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
-from semrec.io import read_json, write_json
-from semrec.models.batching import ExampleTable
+from semrec.artifacts import read_json, write_json
+from semrec.data.examples import ExampleTable
+from semrec.tca import CollaborativeTokenizer
 from semrec.training.checkpoint import load_checkpoint, save_checkpoint
 from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
-from semrec.training.logging import MetricsLog
+from semrec.training.metrics_log import MetricsLog
 from semrec.training.losses import token_loss, uses_teacher
 from semrec.training.schedule import warmup_cosine
-from semrec.utils import resolve_device, seed_everything
+from semrec.runtime import resolve_device, seed_everything
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Trainer:
             raise SemrecError(f"{self.out_dir}: cannot resume, the training config changed in "
                               f"{', '.join(diff)} (use another output directory)")
         saved = read_json(ckpt / "model" / "config.json")
-        mine = self.model._config_json()
+        mine = self.model.config_json()
         checks = (("arch", "model architecture"), ("config", "model config"), ("tokenization", "item tokenization"))
         for key, what in checks:
             if saved.get(key) != mine[key]:
@@ -187,30 +188,45 @@ class Trainer:
     def fit(self, *, resume: bool = True) -> TrainResult:
         """Train (resuming from out_dir/checkpoints/last if present and `resume`) and return a TrainResult.
         The model ends with the weights of the best validation epoch (the last epoch without validation)."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         t0 = time.perf_counter()
+        run = self._start(resume)
+        for epoch in range(run.state["epoch"] + 1, cfg.epochs):
+            if run.state["stopped_early"]:
+                break
+            record = self._train_epoch(run, epoch)
+            run.state["epoch"] = epoch
+            if self.valid is not None and ((epoch + 1) % cfg.valid_every == 0 or epoch + 1 == cfg.epochs):
+                self._validate_and_select(run, epoch, record)
+            record["wall_time_s"] = time.perf_counter() - t0
+            run.log.log(record)
+            if run.ckpt is not None and run.main:
+                self.model.training_info = self._training_info(run.state)
+                save_checkpoint(run.ckpt, model=self.model, optimizer=run.opt, scheduler=run.sched,
+                                trainer_state=run.state)
+        run.log.close()
+        distributed.barrier()  # rank 0's best model is on disk before every rank loads it
+        return self._finish(run, time.perf_counter() - t0)
+
+    def _start(self, resume: bool) -> "_Run":
+        """Device, DDP, optimizer, schedule, prefix index, CF tokenizer, and the state to start from
+        (a checkpoint's when resuming, else a fresh one with the seed applied)."""
+        cfg = self.cfg
         distributed.init(self.device)  # no-op unless launched by torchrun
         self.device = distributed.local_device(self.device)
-        world = distributed.world_size()
-        main = distributed.is_main()
         distributed.check_batch_size(cfg.batch_size)
         model = self.model.to(self.device)
         if self.teacher_logits is not None:
             self.teacher_logits.to(self.device)
         opt = self._optimizer()
-        per_epoch = self._batches_per_epoch()
-        steps_per_epoch = math.ceil(per_epoch / cfg.grad_accum)
+        steps_per_epoch = math.ceil(self._batches_per_epoch() / cfg.grad_accum)
         sched = warmup_cosine(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.epochs * steps_per_epoch,
                               min_lr_ratio=cfg.min_lr_ratio)
         index = model.prefix_index()
         tokenizer = None
         if uses_teacher(cfg):
-            from semrec.tca import CollaborativeTokenizer
-
             tokenizer = CollaborativeTokenizer(index, temperature=cfg.cf_temperature, top_k=cfg.cf_top_k)
-
+        main = distributed.is_main()
         state = {"epoch": -1, "step": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0,
                  "stopped_early": False}
         ckpt = self.out_dir / "checkpoints" / "last" if self.out_dir is not None else None
@@ -225,100 +241,123 @@ class Trainer:
         distributed.barrier()  # every rank has read the checkpoint before rank 0 writes a new one
         log = MetricsLog(self.out_dir if main else None, keep_before_epoch=state["epoch"] + 1)
         net = distributed.wrap_ddp(model, self.device)  # DDP averages gradients over ranks (world > 1)
-        best_mem = None
-        use_amp = self.device.type == "cuda" and cfg.bf16
+        return _Run(net=net, opt=opt, sched=sched, index=index, tokenizer=tokenizer, state=state, log=log,
+                    ckpt=ckpt, world=distributed.world_size(), main=main,
+                    use_amp=self.device.type == "cuda" and cfg.bf16)
 
-        for epoch in range(state["epoch"] + 1, cfg.epochs):
-            if state["stopped_early"]:
-                break
-            model.train()
-            distributed.seed_rank(cfg.seed, epoch)
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # the same global batches on every rank
-            batches = list(self.train.batches(cfg.batch_size, shuffle=True, generator=gen))
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
-                       leave=False)
-            run_loss, run_n, ep_loss, ep_n = 0.0, 0, 0.0, 0
-            opt.zero_grad(set_to_none=True)
-            for i, rows in enumerate(bar):
-                group_start = (i // cfg.grad_accum) * cfg.grad_accum
-                group = min(cfg.grad_accum, len(batches) - group_start)
-                rows, empty = distributed.local_rows(rows)  # this rank's slice of the global batch
-                batch = model.collate(self.train, rows, train_eos=cfg.train_eos).to(self.device)
-                item_logits = self.teacher_logits(batch) if self.teacher_logits is not None else None
-                # gradients are all-reduced only on a group's last micro-batch
-                with distributed.no_sync(net, i + 1 < group_start + group):
-                    with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = net(batch)
-                    # a model may add a loss of its own from the same pass (decoder-only `item_loss: every`)
-                    logits, extra = out if isinstance(out, tuple) else (out, None)
-                    loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=index,
-                                      tokenizer=tokenizer, item_logits=item_logits)
-                    if extra is not None:
-                        loss = loss + extra
-                    lv = float(loss.detach())
-                    if world > 1:
-                        loss, lv = _global_mean(loss, batch.labels, empty, world)
-                    if not math.isfinite(lv):
-                        raise SemrecError(f"training diverged: loss is {lv} at epoch {epoch + 1}, "
-                                          f"step {state['step']} (lower the learning rate)")
-                    (loss / group).backward()
-                run_loss, run_n, ep_loss, ep_n = run_loss + lv, run_n + 1, ep_loss + lv, ep_n + 1
-                if i + 1 == group_start + group:
-                    if cfg.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    state["step"] += 1
-                    if state["step"] % cfg.log_every == 0:
-                        log.log({"kind": "train", "epoch": epoch, "step": state["step"],
-                                 "loss": run_loss / run_n, "lr": sched.get_last_lr()[0]})
-                        bar.set_postfix(loss=f"{run_loss / run_n:.4f}")
-                        run_loss, run_n = 0.0, 0
-            bar.close()
-            record = {"kind": "epoch", "epoch": epoch, "step": state["step"], "train_loss": ep_loss / max(ep_n, 1),
-                      "lr": sched.get_last_lr()[0]}
-            state["epoch"] = epoch
-            validate = self.valid is not None and ((epoch + 1) % cfg.valid_every == 0 or epoch + 1 == cfg.epochs)
-            if validate:
-                metrics = distributed.broadcast_object(self._validate(epoch))  # one decision for all ranks
-                record.update({f"valid_{k}": v for k, v in metrics.items()})
-                value = metrics[cfg.monitor]
-                if state["best_metric"] is None or value > state["best_metric"]:
-                    state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
-                    model.training_info = self._training_info(state)
-                    if self.out_dir is not None:
-                        if main:
-                            model.save_pretrained(self.out_dir / "best", overwrite=True)
-                    else:
-                        best_mem = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    state["bad_epochs"] += 1
-                    if cfg.patience and state["bad_epochs"] >= cfg.patience:
-                        state["stopped_early"] = True
-            record["wall_time_s"] = time.perf_counter() - t0
-            log.log(record)
-            if ckpt is not None and main:
-                model.training_info = self._training_info(state)
-                save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, trainer_state=state)
-        log.close()
-        distributed.barrier()  # rank 0's best model is on disk before every rank loads it
+    def _train_epoch(self, run: "_Run", epoch: int) -> dict:
+        """One pass over the shuffled training batches; returns the epoch's log record."""
+        from tqdm.auto import tqdm
 
+        cfg, model, state = self.cfg, self.model, run.state
+        model.train()
+        distributed.seed_rank(cfg.seed, epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # the same global batches on every rank
+        batches = list(self.train.batches(cfg.batch_size, shuffle=True, generator=gen))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and run.main),
+                   leave=False)
+        run_loss, run_n, ep_loss, ep_n = 0.0, 0, 0.0, 0
+        run.opt.zero_grad(set_to_none=True)
+        for i, rows in enumerate(bar):
+            group_start = (i // cfg.grad_accum) * cfg.grad_accum
+            group = min(cfg.grad_accum, len(batches) - group_start)
+            lv = self._micro_step(run, rows, epoch, last_of_group=i + 1 == group_start + group, group=group)
+            run_loss, run_n, ep_loss, ep_n = run_loss + lv, run_n + 1, ep_loss + lv, ep_n + 1
+            if i + 1 == group_start + group:
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                run.opt.step()
+                run.sched.step()
+                run.opt.zero_grad(set_to_none=True)
+                state["step"] += 1
+                if state["step"] % cfg.log_every == 0:
+                    run.log.log({"kind": "train", "epoch": epoch, "step": state["step"],
+                                 "loss": run_loss / run_n, "lr": run.sched.get_last_lr()[0]})
+                    bar.set_postfix(loss=f"{run_loss / run_n:.4f}")
+                    run_loss, run_n = 0.0, 0
+        bar.close()
+        return {"kind": "epoch", "epoch": epoch, "step": state["step"], "train_loss": ep_loss / max(ep_n, 1),
+                "lr": run.sched.get_last_lr()[0]}
+
+    def _micro_step(self, run: "_Run", rows: torch.Tensor, epoch: int, *, last_of_group: bool, group: int) -> float:
+        """Forward and backward of one micro-batch (this rank's slice of it); returns its (global) mean loss."""
+        cfg = self.cfg
+        rows, empty = distributed.local_rows(rows)  # this rank's slice of the global batch
+        batch = self.model.collate(self.train, rows, train_eos=cfg.train_eos).to(self.device)
+        item_logits = self.teacher_logits(batch) if self.teacher_logits is not None else None
+        # gradients are all-reduced only on a group's last micro-batch
+        with distributed.no_sync(run.net, not last_of_group):
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=run.use_amp):
+                out = run.net(batch)
+            # a model may add a loss of its own from the same pass (decoder-only `item_loss: every`)
+            logits, extra = out if isinstance(out, tuple) else (out, None)
+            loss = token_loss(cfg, logits, batch.labels, batch.target_tokens, index=run.index,
+                              tokenizer=run.tokenizer, item_logits=item_logits)
+            if extra is not None:
+                loss = loss + extra
+            lv = float(loss.detach())
+            if run.world > 1:
+                loss, lv = _global_mean(loss, batch.labels, empty, run.world)
+            if not math.isfinite(lv):
+                raise SemrecError(f"training diverged: loss is {lv} at epoch {epoch + 1}, "
+                                  f"step {run.state['step']} (lower the learning rate)")
+            (loss / group).backward()
+        return lv
+
+    def _validate_and_select(self, run: "_Run", epoch: int, record: dict) -> None:
+        """Validate, keep the best model (out_dir/best, or in memory) and decide early stopping."""
+        cfg, state = self.cfg, run.state
+        metrics = distributed.broadcast_object(self._validate(epoch))  # one decision for all ranks
+        record.update({f"valid_{k}": v for k, v in metrics.items()})
+        value = metrics[cfg.monitor]
+        if state["best_metric"] is None or value > state["best_metric"]:
+            state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
+            self.model.training_info = self._training_info(state)
+            if self.out_dir is not None:
+                if run.main:
+                    self.model.save_pretrained(self.out_dir / "best", overwrite=True)
+            else:
+                run.best_mem = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+            if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                state["stopped_early"] = True
+
+    def _finish(self, run: "_Run", wall_time_s: float) -> TrainResult:
+        """Restore the best weights and describe the run."""
+        model, state = self.model, run.state
         best_dir = None
         if state["best_epoch"] is not None:
             if self.out_dir is not None:
                 best_dir = self.out_dir / "best"
-                model._load_weights(best_dir)
+                model.load_weights(best_dir)
                 model.to(self.device)
-            elif best_mem is not None:
-                model.load_state_dict(best_mem)
+            elif run.best_mem is not None:
+                model.load_state_dict(run.best_mem)
         model.training_info = self._training_info(state)
         model.eval()
         return TrainResult(epochs_run=state["epoch"] + 1, steps=state["step"], best_epoch=state["best_epoch"],
-                           best_metric=state["best_metric"], monitor=cfg.monitor,
-                           stopped_early=state["stopped_early"], wall_time_s=time.perf_counter() - t0,
-                           best_dir=best_dir, history=list(log.epochs))
+                           best_metric=state["best_metric"], monitor=self.cfg.monitor,
+                           stopped_early=state["stopped_early"], wall_time_s=wall_time_s,
+                           best_dir=best_dir, history=list(run.log.epochs))
 
+
+@dataclass
+class _Run:
+    """What one `Trainer.fit` call works with, passed between its steps."""
+
+    net: Any  # the model, wrapped in DDP when world > 1
+    opt: torch.optim.Optimizer
+    sched: Any
+    index: Any  # the model's prefix index
+    tokenizer: Any  # CollaborativeTokenizer when the loss uses a teacher
+    state: dict  # epoch, step, best_metric, best_epoch, bad_epochs, stopped_early (checkpointed)
+    log: MetricsLog
+    ckpt: Path | None
+    world: int
+    main: bool
+    use_amp: bool
+    best_mem: dict | None = None
 
 def _global_mean(loss: torch.Tensor, labels: torch.Tensor, empty: bool, world: int) -> tuple[torch.Tensor, float]:
     """Rescale this rank's mean token loss so that DDP's gradient average equals the gradient of the
@@ -332,9 +371,3 @@ def _global_mean(loss: torch.Tensor, labels: torch.Tensor, empty: bool, world: i
     if n == 0:
         return loss * 0.0, 0.0
     return loss * (n_local * world / n), total / n
-
-
-def train(model, config: TrainConfig, train_examples: Examples | ExampleTable, **kwargs) -> TrainResult:
-    """Shorthand for Trainer(model, config, train_examples, **kwargs).fit()."""
-    resume = kwargs.pop("resume", True)
-    return Trainer(model, config, train_examples, **kwargs).fit(resume=resume)

@@ -1,0 +1,36 @@
+"""benchmarks/tca_gain.py: the acceptance bar it prints (TCA's mean NDCG@10 gain over the larger seed std)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import tca_gain  # noqa: E402  (a script of benchmarks/, not a package)
+
+
+def _result(ntp: list[float], tca: list[float]) -> dict:
+    rows = []
+    for name, model, loss, vals in (("TIGER", "tiger", "ntp", ntp), ("TIGER+TCA", "tiger", "tca", tca),
+                                    ("Decoder+TCA", "decoder", "tca", tca)):
+        for seed, v in enumerate(vals):
+            rows.append({"name": name, "model": model, "loss": loss, "seed": seed, "tokenizer": "rqkmeans",
+                         "alpha": 0.2, "ndcg@10": v, "hr@10": 2 * v, "cc": 0.1})
+    return {"dataset": "office-t", "recipe": "r", "rows": rows}
+
+
+def test_gain_is_judged_against_the_larger_seed_std():
+    (high,) = tca_gain.pairs(_result([0.010, 0.012, 0.014], [0.020, 0.021, 0.022]))  # Decoder+TCA has no twin
+    assert (high["base"], high["tca"]) == ("TIGER", "TIGER+TCA")
+    assert high["ndcg@10"]["gain"] == pytest.approx(0.009)
+    assert high["ndcg@10"]["seed_gains"] == pytest.approx([0.010, 0.009, 0.008])
+    assert high["gain_exceeds_std"] is True
+    (low,) = tca_gain.pairs(_result([0.010, 0.012, 0.014], [0.011, 0.013, 0.015]))  # gain .001 < std .002
+    assert low["gain_exceeds_std"] is False
+
+
+def test_one_seed_cannot_meet_or_miss_the_bar():
+    (one,) = tca_gain.pairs(_result([0.010], [0.020]))
+    assert one["gain_exceeds_std"] is None
+    md = tca_gain.markdown([one], [], ["r"])
+    assert "n/a (1 seed)" in md and "±" not in md.split("| office-t |")[1]

@@ -1,0 +1,146 @@
+"""Trie-constrained beam search: equal to transformers' generate(), exact when beams cover the catalogue."""
+
+import pytest
+import torch
+from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
+                                score_items, semantic_ids, titles)
+
+from semrec.decoding import beam_search, next_token_log_probs
+from semrec.errors import SemrecError
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
+
+torch.set_num_threads(1)
+B = 6
+
+
+def _setup(name, cfg, tok, seed=0):
+    model = build_model(name, tok, cfg, seed=seed).eval()
+    table = ExampleTable.from_examples(examples(B, tok.codes.shape[0], seed=seed + 7), 6)
+    return model, model.collate(table, torch.arange(B), with_targets=False)
+
+
+def _hf_top_k(model, batch, k):
+    """transformers' beam search with the canonical settings (length_penalty 0, no early stop) and a
+    per-beam prefix_allowed_tokens_fn over the same prefix index; returns item ids and scores (B, k)."""
+    index = model.prefix_index()
+    start = 1 if model.is_encoder_decoder else batch.input_ids.shape[1]
+    eos = model.eos_id
+
+    def allowed(_, ids):
+        got = index.allowed_tokens_mask(ids[start:][None]).nonzero()[:, 1].tolist()
+        return got or [eos if eos is not None else model.pad_id]
+
+    out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, num_beams=k,
+                            num_return_sequences=k, length_penalty=0.0, early_stopping=False, do_sample=False,
+                            max_new_tokens=index.max_len, prefix_allowed_tokens_fn=allowed,
+                            output_scores=True, return_dict_in_generate=True)
+    seqs = out.sequences[:, start:]
+    if eos is not None:  # generate() fills after EOS with eos/pad; cut every sequence after its first EOS
+        is_eos = (seqs == eos).long()
+        seqs = seqs.masked_fill((is_eos.cumsum(1) - is_eos) > 0, model.pad_id)
+    seqs = torch.nn.functional.pad(seqs, (0, index.max_len - seqs.shape[1]), value=model.pad_id)
+    return index.items_of(seqs).view(len(batch), k), out.sequences_scores.view(len(batch), k)
+
+
+# transformers' generate() feeds token ids only: TIGER's item-recency embeddings are compared with exhaustive
+# scoring instead (test_beams_covering_the_catalogue_give_the_exhaustive_ranking)
+@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_PLAIN, 10), ("decoder", LLAMA_TINY, 5), ("decoder", LLAMA_GQA, 6),
+                                        ("decoder", GPT2_TINY, 5)])
+def test_equals_transformers_generate_on_semantic_ids(name, cfg, k):
+    model, batch = _setup(name, cfg, semantic_ids(50))
+    ours = beam_search(model, batch, num_beams=k)
+    items, scores = _hf_top_k(model, batch, k)
+    assert (ours.items >= 0).all()
+    assert torch.equal(ours.items, items)
+    torch.testing.assert_close(ours.scores, scores, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,cfg,k", [("tiger", TIGER_PLAIN, 4), ("decoder", LLAMA_TINY, 10), ("decoder", LLAMA_GQA, 7)])
+def test_equals_transformers_generate_on_variable_length_titles(name, cfg, k):
+    model, batch = _setup(name, cfg, titles(60), seed=2)
+    ours = beam_search(model, batch, num_beams=k)
+    items, scores = _hf_top_k(model, batch, k)
+    assert torch.equal(ours.items, items)
+    torch.testing.assert_close(ours.scores, scores, atol=1e-5, rtol=1e-5)
+    # returned sequences are the items' token rows
+    assert torch.equal(ours.sequences, model.codes[ours.items])
+
+
+@pytest.mark.parametrize("name,cfg,tok", [("tiger", TIGER_TINY, "sid"), ("tiger", TIGER_RICH, "title"),
+                                          ("tiger", TIGER_PLAIN, "sid"), ("decoder", LLAMA_TINY, "title")])
+def test_beams_covering_the_catalogue_give_the_exhaustive_ranking(name, cfg, tok):
+    tok = semantic_ids(50) if tok == "sid" else titles(40)
+    n = tok.codes.shape[0]
+    model, batch = _setup(name, cfg, tok, seed=3)
+    exact = score_items(model, batch)  # (B, N) log P(item)
+    out = beam_search(model, batch, num_beams=n)
+    order = exact.sort(1, descending=True)
+    assert torch.equal(out.items[:, 0], exact.argmax(1))
+    assert torch.equal(out.items, order.indices)
+    torch.testing.assert_close(out.scores, order.values, atol=1e-5, rtol=1e-5)
+    # top_k keeps the best ones; a wider beam than the catalogue leaves empty slots at -inf / -1
+    top3 = beam_search(model, batch, num_beams=n, top_k=3)
+    assert torch.equal(top3.items, order.indices[:, :3])
+    wide = beam_search(model, batch, num_beams=n + 5)
+    assert torch.equal(wide.items[:, :n], order.indices)
+    assert (wide.items[:, n:] == -1).all() and torch.isinf(wide.scores[:, n:]).all()
+    assert wide.invalid_rate == 0.0
+
+
+def test_renormalized_scores_are_a_distribution_over_the_catalogue():
+    tok = titles(30)
+    model, batch = _setup("tiger", TIGER_TINY, tok, seed=4)
+    out = beam_search(model, batch, num_beams=30, renormalize=True)
+    torch.testing.assert_close(torch.logsumexp(out.scores, 1), torch.zeros(B), atol=1e-5, rtol=0)
+    raw = beam_search(model, batch, num_beams=30)
+    assert (torch.logsumexp(raw.scores, 1) < -1e-3).all()  # without renormalising, mass leaks off the trie
+
+
+def test_unconstrained_mode_reports_invalid_hypotheses():
+    tok = semantic_ids(50)
+    model, batch = _setup("tiger", TIGER_TINY, tok, seed=5)
+    out = beam_search(model, batch, num_beams=8, constrained=False)
+    index = model.prefix_index()
+    flat = out.sequences.view(-1, out.sequences.shape[-1])
+    assert torch.equal(out.items.view(-1), index.items_of(flat))
+    bad, total = out.invalid_count()
+    assert total == B * 8 and bad == int((out.items < 0).sum())
+    assert out.invalid_rate == bad / total and bad > 0  # a random model leaves the catalogue
+    # each score is the model's teacher-forced log-probability of the returned (possibly invalid) sequence
+    for j in range(8):
+        batch.target_tokens = out.sequences[:, j]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(batch).float(), -1)
+        ref = lp.gather(2, batch.target_tokens[:, :, None]).sum((1, 2))
+        torch.testing.assert_close(out.scores[:, j], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_next_token_log_probs_and_argument_errors():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    allowed = torch.tensor([[True, False, True], [False, False, False]])
+    lp = next_token_log_probs(logits, allowed, renormalize=True)
+    torch.testing.assert_close(lp[0].exp().sum(), torch.tensor(1.0))
+    assert torch.isinf(lp[1]).all() and not torch.isnan(lp).any()
+    lp = next_token_log_probs(logits, allowed)
+    torch.testing.assert_close(lp[0, 2], torch.log_softmax(logits[0], 0)[2])
+    model, batch = _setup("tiger", TIGER_TINY, semantic_ids(20))
+    with pytest.raises(SemrecError, match="top_k"):
+        beam_search(model, batch, num_beams=3, top_k=4)
+    with pytest.raises(SemrecError, match="num_beams"):
+        beam_search(model, batch, num_beams=0)
+
+
+@pytest.mark.parametrize("cfg,shared", [(LLAMA_TINY, True), (LLAMA_GQA, True), (GPT2_TINY, False)])
+def test_llama_beams_share_one_copy_of_the_prompt(cfg, shared):
+    """Llama-family models keep the prompt's keys/values once per user, not once per beam; others use HF's cache."""
+    model, batch = _setup("decoder", cfg, semantic_ids(50))
+    with torch.no_grad():
+        _, state = model.prefill(batch)
+        state = model.expand_state(state, 4)
+        logits, state = model.step(state, torch.full((B * 4,), model.codes[0, 0].item()), torch.arange(B * 4))
+    assert ("prompt" in state) == shared
+    assert logits.shape == (B * 4, model.vocab_size)
+    if shared:
+        assert all(k.shape[0] == B for k, _ in state["prompt"])
+        assert all(k.shape[0] == B * 4 and k.shape[2] == 1 for k, _ in state["gen"])

@@ -1,0 +1,66 @@
+"""Evaluation of generative recommenders against an exhaustive reference ranking."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers.generative import TIGER_TINY, examples, score_items, semantic_ids, titles
+
+from semrec.cf import SASRec, SASRecConfig
+from semrec.data.dataset import Examples
+from semrec.errors import SemrecError
+from semrec.evaluation import evaluate, result_row
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.data.examples import ExampleTable
+from semrec.models import build_model
+
+torch.set_num_threads(1)
+
+
+def test_metrics_equal_the_exhaustive_ranking_when_beams_cover_the_catalogue():
+    n = 20
+    tok = semantic_ids(n, sizes=(3, 3))
+    model = build_model("tiger", tok, TIGER_TINY, seed=0).eval()
+    torch.manual_seed(0)
+    teacher = SASRec(n, SASRecConfig(hidden=16, layers=1, heads=1, ffn=32, max_len=8)).eval()
+    ex = examples(40, n, seed=3)
+    m = evaluate(model, ex, teacher=teacher, num_beams=n, ks=(1, 5, 10, 20))
+    table = ExampleTable.from_examples(ex, 8)
+    batch = model.collate(table, torch.arange(len(ex)), with_targets=False)
+    exact = score_items(model, batch)
+    ranks = (exact > exact.gather(1, table.targets[:, None])).sum(1) + 1
+    for k in (1, 5, 10, 20):
+        assert m[f"hr@{k}"] == pytest.approx(float((ranks <= k).float().mean()))
+        ndcg = torch.where(ranks <= k, 1 / torch.log2(ranks.double() + 1), torch.zeros(len(ex), dtype=torch.double))
+        assert m[f"ndcg@{k}"] == pytest.approx(float(ndcg.mean()))
+    with torch.no_grad():
+        t_top1 = teacher.item_logits(table.histories).argmax(1)
+    assert m["cc"] == pytest.approx(float((exact.argmax(1) == t_top1).float().mean()))
+    assert m["coverage@20"] == 1.0 and m["invalid_rate"] == 0.0 and m["n_rows"] == 40
+    m10 = evaluate(model, ex, num_beams=10, ks=(1, 10), max_rows=25)
+    top10 = exact[:25].topk(10, dim=1).indices
+    assert m10["coverage@10"] == pytest.approx(torch.unique(top10).numel() / n)
+    assert m10["hr@1"] == pytest.approx(float((exact[:25].argmax(1) == table.targets[:25]).float().mean()))
+    row = result_row(model, m10, dataset="toy", protocol="T", split="test", seed=3)
+    for key in ("model", "tokenizer", "loss", "alpha", "tau", "dataset", "protocol", "split", "seed",
+                "hr@10", "ndcg@10", "wall_time_s", "device"):
+        assert key in row
+    assert row["model"] == "tiger" and row["tokenizer"] == "rqkmeans"
+    with pytest.raises(SemrecError, match="beams"):
+        evaluate(model, ex, num_beams=5, ks=(10,))
+
+
+def test_items_sharing_a_title_count_as_one_entry():
+    base = titles(12)
+    codes = base.codes.clone()
+    codes[11] = codes[3]  # items 3 and 11 have identical titles
+    tok = ItemTokenization(codes, vocab_size=base.vocab_size, pad_id=0, bos_id=1, eos_id=2,
+                           level_offsets=base.level_offsets, codebook_sizes=base.codebook_sizes, scheme="title")
+    model = build_model("tiger", tok, TIGER_TINY, seed=0)
+    assert model.canonical_items()[11] == 3 and model.canonical_items()[4] == 4
+    ex = Examples.from_lists([0, 1], [[1, 2], [5]], [11, 3])
+    m = evaluate(model, ex, num_beams=12, ks=(11,))
+    assert m["hr@11"] == 1.0  # all 11 distinct entries are returned and item 11 is found as entry 3
+    assert math.isclose(m["coverage@12"], 11 / 12)
+    assert np.isfinite(m["mrr"])

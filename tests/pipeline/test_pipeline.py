@@ -1,0 +1,155 @@
+"""`semrec run`: a recipe end to end on a tiny real-format dataset, stage reuse, and bad recipes."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from semrec.cli import main
+from semrec.data.dataset import Examples, SeqDataset
+from semrec.errors import SemrecError
+from semrec.pipeline import load_recipe, run_recipe
+
+WORDS = ["red", "blue", "lego", "doll", "puzzle", "train", "car", "ball", "kite", "robot"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 40-item, 60-user protocol-T-style dataset with a learnable 'next item' rule, a scheme and a recipe."""
+    root = tmp_path_factory.mktemp("pipe")
+    rng = np.random.default_rng(0)
+    n = 40
+    items = pd.DataFrame({"raw_id": [f"A{i:03d}" for i in range(n)],
+                          "title": [f"{WORDS[i % 10]} {WORDS[(i // 10) * 3 % 10]} set {i}" for i in range(n)]})
+
+    def split(rows, seed):
+        r = np.random.default_rng(seed)
+        starts = r.integers(0, n, rows)
+        hists = [[(s + k) % n for k in range(4)] for s in starts]
+        return Examples.from_lists(r.integers(0, 60, rows), hists, [(s + 4) % n for s in starts])
+
+    ds = SeqDataset("tiny", items, {"train": split(300, 1), "valid": split(40, 2), "test": split(40, 3)},
+                    users=pd.DataFrame({"raw_id": [str(u) for u in range(60)]}), protocol="T")
+    ds.save_pretrained(root / "data")
+    scheme = {"scheme": "rqkmeans", "embedding": {"content": "text", "template": "{title}"},
+              "quantizer": {"codebook_sizes": [4, 4], "niter": 5, "seed": 0},
+              "collisions": {"method": "extra_code"}}
+    (root / "scheme.yaml").write_text(yaml.safe_dump(scheme))
+    recipe = {
+        "name": "tiny", "data": str(root / "data"), "tokenizer": "scheme.yaml", "seeds": [0], "device": "cpu",
+        "teacher": {"model": "sasrec", "config": {"hidden": 16, "heads": 1, "ffn": 32, "layers": 1, "max_len": 4},
+                    "train": {"epochs": 2}},
+        "teachers_in_table": [],
+        "train": {"epochs": 1, "batch_size": 64, "warmup_steps": 1, "valid_max_rows": 20, "progress": False},
+        "models": [
+            {"name": "T", "model": "tiger", "config": {"num_layers": 1, "num_decoder_layers": 1, "d_model": 16,
+                                                        "num_heads": 2, "d_kv": 8, "d_ff": 32, "max_history": 4}},
+            {"name": "T+TCA", "model": "tiger", "train": {"loss": "tca"}, "sweep": {"alpha": [0.1, 0.5]},
+             "config": {"num_layers": 1, "num_decoder_layers": 1, "d_model": 16, "num_heads": 2, "d_kv": 8,
+                        "d_ff": 32, "max_history": 4}},
+        ],
+        "eval": {"num_beams": 10},
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return root
+
+
+def test_run_end_to_end_then_reuse(tiny):
+    logs = []
+    recipe = load_recipe(tiny / "recipe.yaml")
+    res = run_recipe(recipe, tiny / "run", log=logs.append, progress=False)
+    names = [r["name"] for r in res["rows"]]
+    assert names == ["MostPop", "Random", "SASRec", "T", "T+TCA"]
+    assert {r["device"] for r in res["rows"]} == {"cpu"}
+    for row in res["rows"]:
+        for k in ("hr@1", "hr@10", "ndcg@10", "coverage@10", "pop1%@10"):
+            assert 0.0 <= row[k] <= 1.0
+        assert row["hr@1"] <= row["hr@3"] <= row["hr@10"]
+        assert 1 <= row["distinct_top1"] <= 40 and row["valid_metric"] is not None
+    mostpop, rand = res["rows"][:2]
+    # MostPop: one list for everyone, the 10 most frequent training targets
+    assert mostpop["distinct_top1"] == 1 and mostpop["coverage@10"] == 10 / 40
+    assert mostpop["vs_mostpop"] == {"ndcg@10_gain": 0.0, "se": 0.0}
+    assert rand["coverage@10"] > 0.9 and rand["distinct_top1"] > 10
+    summary = {s["name"]: s for s in res["summary"]}
+    assert "above_mostpop" not in summary["MostPop"]
+    assert summary["SASRec"]["above_mostpop"] is True  # the rule is learnable: the teacher learns it
+    tca = res["rows"][4]
+    assert tca["loss"] == "tca" and tca["alpha"] in (0.1, 0.5)
+    assert {c["alpha"] for c in tca["sweep_valid"]} == {0.1, 0.5}
+    assert 0.0 <= tca["cc"] <= 1.0 and tca["invalid_rate"] == 0.0
+    md = (tiny / "run" / "results.md").read_text()
+    assert ("| T+TCA" in md and "ndcg@10" in md and "| valid ndcg@10 |" in md and "| MostPop |" in md
+            and "coverage@10" in md)
+    assert json.loads((tiny / "run" / "results.json").read_text())["rows"] == res["rows"]
+    computed = [m for m in logs if "computing" in m]
+    assert len(computed) == 1 + 1 + 3 + 2  # teacher, ids, 3 models, 2 test evaluations
+
+    logs2 = []
+    res2 = run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs2.append, progress=False)
+    assert not [m for m in logs2 if "computing" in m]  # everything reused
+    assert [r["hr@10"] for r in res2["rows"]] == [r["hr@10"] for r in res["rows"]]
+    # the compute time counts reused stages too: a fully cached re-run reports what the results cost
+    stage_seconds = sum(json.loads(p.read_text())["seconds"] for p in (tiny / "run" / "stages").glob("*/stage.json"))
+    assert res2["compute_time_s"] == res["compute_time_s"] == pytest.approx(stage_seconds, abs=0.1)
+    assert res2["compute_time_s"] > res2["wall_time_s"]
+
+    # a changed training option recomputes only that model row and its evaluation
+    logs3 = []
+    recipe3 = load_recipe(tiny / "recipe.yaml", ["train.lr=0.002"])
+    recipe3.models = recipe3.models[:1]
+    run_recipe(recipe3, tiny / "run", log=logs3.append, progress=False)
+    assert [m.split("]")[0] for m in logs3 if "computing" in m] == ["[model", "[eval-test"]
+
+
+def test_recipe_errors_are_one_line(tiny, capsys):
+    bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
+    bad["trian"] = {}
+    (tiny / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["run", str(tiny / "bad.yaml"), "--out", str(tiny / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("semrec: error:") and "unknown key 'trian'; did you mean 'train'?" in err
+    assert "\n" not in err and not (tiny / "never").exists()
+
+    with pytest.raises(SemrecError, match="unknown model 'tigger'"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tigger}]"])
+    with pytest.raises(SemrecError, match="cannot sweep 'alpah'"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
+    with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
+        load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+    with pytest.raises(SemrecError, match="model 'x': examples 'all': expected one of auto, rows, prefixes"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, examples: all}]"])
+
+
+def test_collaborative_ids_are_one_artifact_from_the_quantizer_seed_teacher(tiny):
+    """A scheme that reads CF embeddings builds its IDs once, from the teacher trained with the quantizer's
+    seed, whatever the run seeds: every generative-model seed then sees the same IDs."""
+    scheme = yaml.safe_load((tiny / "scheme.yaml").read_text())
+    scheme["embedding"] = {"content": "cf"}
+    scheme["quantizer"]["seed"] = 0
+    (tiny / "cf_scheme.yaml").write_text(yaml.safe_dump(scheme))
+    recipe = load_recipe(tiny / "recipe.yaml", ["tokenizer=cf_scheme.yaml", "seeds=[1, 2]"])
+    recipe.models = recipe.models[:1]
+    out = tiny / "run_cf"
+    res = run_recipe(recipe, out, log=lambda m: None, progress=False)
+    assert [r["seed"] for r in res["rows"] if r["name"] == "T"] == [1, 2]
+    stages = {p.parent.name: json.loads(p.read_text()) for p in (out / "stages").glob("*/stage.json")}
+    ids = [s for s in stages.values() if s["stage"] == "ids"]
+    teachers = {s["config"]["train"]["seed"]: s["key"] for s in stages.values() if s["stage"] == "teacher"}
+    assert len(ids) == 1 and sorted(teachers) == [0, 1, 2]
+    assert ids[0]["inputs"]["teacher"] == teachers[0]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")))
+def test_every_committed_recipe_loads(path):
+    """A typo in a committed recipe (option, model, dataset or scheme file) fails here, not hours into a run."""
+    from semrec.data.builtin import BUILTIN_DATASETS
+    from semrec.itemtok.schemes import load_scheme
+
+    recipe = load_recipe(REPO / path)
+    assert recipe.data in BUILTIN_DATASETS, recipe.data
+    for tok in {recipe.tokenizer, *[m.tokenizer for m in recipe.models if m.tokenizer]}:
+        load_scheme(recipe.resolve_path(tok))
