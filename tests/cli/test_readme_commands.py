@@ -34,7 +34,7 @@ import yaml
 from semrec.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SKIPPED = {
     "bash scripts/setup.sh": "creates a virtualenv and installs the package from the index (network, minutes)",
     "python -m pytest": "the test suite this test belongs to",
@@ -82,8 +82,7 @@ def write_inputs(root: Path) -> dict[str, Path]:
     from semrec.data import load_builtin
     from semrec.data.dataset import SPLITS
 
-    from test_data_amazon2023 import write_benchmark, write_dumps
-    from test_data_rows import ROWS, write_minionerec
+    from helpers.external_formats import ROWS, write_benchmark, write_dumps, write_minionerec
 
     for d in ("recipes", "tokenizers", "scripts", "benchmarks"):
         (root / d).symlink_to(REPO / d)

@@ -16,7 +16,7 @@ from semrec.data.dataset import SPLITS
 from semrec.data.recbole import RecBoleConfig, export_recbole, load_recbole
 from semrec.errors import SemrecError
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "recbole" / "ml-mini"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "recbole" / "ml-mini"
 
 
 def raw_log() -> pd.DataFrame:

@@ -1,7 +1,5 @@
 """`semrec data import-rows` on row files in the MiniOneRec/BIGRec layout and in the TCA4Rec layout."""
 
-import csv
-import json
 
 import numpy as np
 import pytest
@@ -11,43 +9,7 @@ from semrec.data import load_dataset
 from semrec.data.dataset import SPLITS
 from semrec.data.rows import RowsConfig, import_rows
 from semrec.errors import SemrecError
-
-TITLES = ["Digital Caliper 6in", "Safety Glasses Clear", "Nitrile Gloves L", "Soldering Iron Kit", "Multimeter",
-          "Wire Stripper", "Heat Shrink Tubing", "Flux Pen", "Lab Notebook", "pH Test Strips"]
-HEADER = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
-          "item_sid"]
-
-
-def title(i: int) -> str:
-    return TITLES[i] if i < len(TITLES) else f"Unknown {i}"
-
-
-def sid(i: int) -> str:
-    return f"<a_{i % 4}><b_{i % 3}><c_{i}>"
-
-
-def write_minionerec(tmp_path, rows_by_split, stem="Industrial_5_2016-10-2018-11"):
-    """MiniOneRec's exact CSV layout (list literals of titles, ids and SIDs) + its item.json."""
-    (tmp_path / "Industrial.item.json").write_text(json.dumps(
-        {str(i): {"title": t, "description": f"A {t.lower()}."} for i, t in enumerate(TITLES)}, indent=4))
-    paths = {}
-    for split, rows in rows_by_split.items():
-        p = tmp_path / f"{stem}.{split}.csv"
-        with open(p, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(HEADER)
-            for u, hist, target in rows:
-                w.writerow([u, str([title(i) for i in hist]) if isinstance(hist, list) else hist, title(target),
-                            str(hist) if isinstance(hist, list) else hist, target,
-                            str([sid(i) for i in hist]) if isinstance(hist, list) else hist, sid(target)])
-        paths[split] = p
-    return paths, tmp_path / "Industrial.item.json"
-
-
-ROWS = {"train": [(0, [1, 2], 3), (0, [1, 2, 3], 4), (1, [5], 6), (2, [7, 8], 9)],
-        "valid": [(0, [1, 2, 3, 4], 5), (1, [5, 6], 0)],
-        "test": [(0, [1, 2, 3, 4, 5], 6), (3, [9], 2)]}
-
+from helpers.external_formats import ROWS, TITLES, write_minionerec
 
 def test_minionerec_rows_kept_as_given(tmp_path):
     paths, items = write_minionerec(tmp_path, ROWS)
