@@ -7,7 +7,8 @@ Stages:
      losses and the beam search (pytest; skipped, and reported so, without CUDA);
   2. tca_throughput: CT (sparse) and Soft-NTP forward + backward at B=256, N=100,000 items (4 RQ-like levels);
   3. tiger_train_throughput: TIGER-size T5 (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024) training
-     steps/s at B=256 and at the large batch, 80 input tokens, NTP and TCA, bf16 autocast on CUDA;
+     steps/s at B=256 and at the large batch, 80 input tokens, NTP and TCA, bf16 autocast on CUDA, in the
+     device-resident loop below and (B=256) through semrec's Trainer;
   4. tiger_beauty: TIGER on beauty-p (protocol P) with the precomputed RQ-KMeans IDs: trains until its wall
      budget, validates on time, evaluates test Recall/NDCG@{5,10} with the best valid weights, reports steps/s;
   5. llm_rows: a randomly initialised causal LM of SmolLM2-135M's shape (the weights are not needed for speed)
@@ -247,7 +248,7 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
     from decoding_speed import tiger_shaped_codes
 
     from semrec.tca import CollaborativeTokenizer
-    from semrec.training import TrainConfig
+    from semrec.training import Trainer, TrainConfig
 
     dev, sz = ctx["device"], ctx["sizes"]
     n_items = 10_000 if not ctx["tiny"] else 500
@@ -277,10 +278,30 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
                 step(data, batches[i % 4], cfg.lr)
             sync(dev)
             secs = (time.perf_counter() - t) / sz["tp_steps"]
-            out["rows"].append({"batch": batch_size, "loss": loss, "step_s": secs, "samples_per_s": batch_size / secs,
-                                "final_loss": float(step.loss_sum) / (sz["tp_steps"] + 3),
-                                "peak_gib": peak_gib(dev)})
+            out["rows"].append({"loop": "device-resident", "batch": batch_size, "loss": loss, "step_s": secs,
+                                "samples_per_s": batch_size / secs,
+                                "final_loss": float(step.loss_sum) / (sz["tp_steps"] + 3), "peak_gib": peak_gib(dev)})
             print(f"[tiger_train_throughput] {out['rows'][-1]}", file=sys.stderr, flush=True)
+    # semrec's Trainer on the same model at the first batch size (collation on the host, one loss read per step)
+    batch_size, steps = sz["tp_batches"][0], sz["tp_steps"]
+    rows_n = batch_size * steps
+    table = ExampleTable(torch.randint(0, n_items, (rows_n, 20), generator=g), torch.arange(rows_n),
+                         torch.randint(0, n_items, (rows_n,), generator=g))
+    for loss in ("ntp", "tca"):
+        seed_everything(0)
+        model = build_model("tiger", tok, TIGER_SIZE if not ctx["tiny"] else TIGER_TINY)
+        cfg = TrainConfig(loss=loss, epochs=1, batch_size=batch_size, lr=1e-3, device=str(dev), progress=False,
+                          log_every=10_000, warmup_steps=2)
+        logits = torch.randn(rows_n, n_items, generator=g).numpy() if loss == "tca" else None
+        trainer = Trainer(model, cfg, table, teacher_logits=logits)
+        sync(dev)
+        t = time.perf_counter()
+        trainer.fit()
+        sync(dev)
+        secs = (time.perf_counter() - t) / steps
+        out["rows"].append({"loop": "semrec Trainer", "batch": batch_size, "loss": loss, "step_s": secs,
+                            "samples_per_s": batch_size / secs, "final_loss": None, "peak_gib": peak_gib(dev)})
+        print(f"[tiger_train_throughput] {out['rows'][-1]}", file=sys.stderr, flush=True)
     return out
 
 
