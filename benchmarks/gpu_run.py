@@ -253,7 +253,8 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
     dev, sz = ctx["device"], ctx["sizes"]
     n_items = 10_000 if not ctx["tiny"] else 500
     tok = tiger_shaped_codes(n_items, seed=0)
-    out = {"num_items": n_items, "history_items": 20, "input_tokens": 80, "model": TIGER_SIZE, "rows": []}
+    size = TIGER_SIZE if not ctx["tiny"] else TIGER_TINY
+    out = {"num_items": n_items, "history_items": 20, "input_tokens": 80, "model": size, "rows": []}
     g = torch.Generator().manual_seed(0)
     for batch_size in sz["tp_batches"]:
         rows_n = batch_size * 4
@@ -261,7 +262,7 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
         table = ExampleTable(hist, torch.arange(rows_n), torch.randint(0, n_items, (rows_n,), generator=g))
         for loss in ("ntp", "tca"):
             seed_everything(0)
-            model = build_model("tiger", tok, TIGER_SIZE if not ctx["tiny"] else TIGER_TINY).to(dev).train()
+            model = build_model("tiger", tok, size).to(dev).train()
             data = DeviceTable.collate(model, table, dev)
             cfg = TrainConfig(loss=loss, batch_size=batch_size, lr=1e-3, device=str(dev))
             index = model.prefix_index()
@@ -289,7 +290,7 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
                          torch.randint(0, n_items, (rows_n,), generator=g))
     for loss in ("ntp", "tca"):
         seed_everything(0)
-        model = build_model("tiger", tok, TIGER_SIZE if not ctx["tiny"] else TIGER_TINY)
+        model = build_model("tiger", tok, size)
         cfg = TrainConfig(loss=loss, epochs=1, batch_size=batch_size, lr=1e-3, device=str(dev), progress=False,
                           log_every=10_000, warmup_steps=2)
         logits = torch.randn(rows_n, n_items, generator=g).numpy() if loss == "tca" else None
