@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import subprocess
@@ -257,8 +258,10 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     plan = [("index_build", "semantic"), ("index_build", "title"), ("ct", "semantic"), ("beam_step", "semantic"),
-            ("beam_step", "title"), ("cf_eval", "semantic")]
+            ("cf_eval", "semantic"), ("beam_step", "title")]
     only = set(args.only.split(",")) if args.only else None
+    out = Path(args.out)
+    previous = json.loads(out.with_suffix(".json").read_text()) if only and out.with_suffix(".json").is_file() else None
     rows = []
     for measure, kind in plan:
         if only and measure not in only:
@@ -269,12 +272,16 @@ def main() -> None:
             r = run_probe(measure, kind, n, args.threads)
             print(json.dumps(r), file=sys.stderr, flush=True)
             rows.append(r)
-    out = Path(args.out)
+            save(args, out, rows, previous)  # after every case: a run cut short keeps what it measured
+    print(out.with_suffix(".md").read_text())
+
+
+def save(args, out: Path, rows: list[dict], previous: dict | None) -> None:
     res = {"benchmark": "scaling", "machine": describe_machine("cpu"), "commit": git_commit(),
            "threads": args.threads, "seeds": {"catalogue": 0, "inputs": 1},
            "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]), "rows": rows, "replaced_rows": []}
-    if only and out.with_suffix(".json").is_file():  # re-measured cases replace theirs in the stored table
-        old = json.loads(out.with_suffix(".json").read_text())
+    if previous is not None:  # re-measured cases replace theirs in the stored table
+        old = copy.deepcopy(previous)
         key = lambda r: (r["measure"], r["kind"], r["num_items"])  # noqa: E731
         new = {key(r): r for r in rows}
         for r in old["rows"]:
@@ -287,7 +294,6 @@ def main() -> None:
     res["growth"] = growth(res["rows"])
     write_json(out.with_suffix(".json"), res)
     write_markdown(res, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":
