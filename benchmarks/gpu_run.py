@@ -68,12 +68,13 @@ SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=
 FULL = dict(ct_items=100_000, ct_batch=256, tp_batches=(256, 2048), tp_steps=20, tiger_batch=1024, tiger_lr=6e-3,
             tiger_share=0.55, valid_rows=2000, valid_every_s=40.0, eval_batch=1024, test_rows=None,
             train_rows=None, llm_shape=SMOLLM2_SHAPE, llm_train_rows=1024, llm_batch=32, llm_eval_rows=512,
-            llm_eval_batch=64, tests_timeout_s=120)
+            llm_eval_batch=64, tests_timeout_s=120, tiger_max_s=None)
 TINY = dict(ct_items=3_000, ct_batch=32, tp_batches=(16,), tp_steps=2, tiger_batch=64, tiger_lr=3e-3,
             tiger_share=0.12, valid_rows=64, valid_every_s=1.5, eval_batch=64, test_rows=128, train_rows=2000,
             llm_shape=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True),
-            llm_train_rows=16, llm_batch=8, llm_eval_rows=8, llm_eval_batch=8, tests_timeout_s=60)
+            llm_train_rows=16, llm_batch=8, llm_eval_rows=8, llm_eval_batch=8, tests_timeout_s=600,
+            tiger_max_s=4.0)
 TIGER_TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, max_history=20)
 
 
@@ -92,7 +93,8 @@ def make_artifacts(out: Path, scheme: str, overrides: list[str], *, overwrite: b
         tok.save_pretrained(tmp / "codes")
         extract_tokenizer(tmp / "llm_tokenizer")
         write_json(tmp / "manifest.json", {
-            "dataset": DATASET, "scheme": _repo_relative(scheme), "overrides": overrides, "num_items": int(tok.codes.shape[0]),
+            "dataset": DATASET, "scheme": _repo_relative(scheme), "overrides": overrides,
+            "num_items": int(tok.codes.shape[0]),
             "code_shape": list(tok.codes.shape), "seconds": time.perf_counter() - t0, "commit": git_commit(),
             "made_by": "python benchmarks/gpu_run.py --make-artifacts " + _repo_relative(out)})
     return out
@@ -108,7 +110,8 @@ def load_artifacts(path: Path):
     manifest = read_json(path / "manifest.json")
     if manifest.get("dataset") != DATASET:
         raise SystemExit(f"{path}: artifacts for {manifest.get('dataset')!r}, expected {DATASET!r}")
-    return ItemTokenization.from_pretrained(path / "codes", load_quantizer=False), load_tokenizer(path / "llm_tokenizer")
+    codes = ItemTokenization.from_pretrained(path / "codes", load_quantizer=False)
+    return codes, load_tokenizer(path / "llm_tokenizer")
 
 
 # ------------------------------------------------------------------ timing helpers
@@ -427,7 +430,8 @@ def stage_llm_rows(ctx: dict) -> dict:
         eval_s = time.perf_counter() - t
         params = sum(p.numel() for p in model.parameters())
     return {"backbone": "random init, SmolLM2-135M shape" if not ctx["tiny"] else "random init, tiny Llama",
-            "shape": sz["llm_shape"], "parameters": params, "finetune": "lora", "title_tokens_max": titles.codes.shape[1],
+            "shape": sz["llm_shape"], "parameters": params, "finetune": "lora",
+            "title_tokens_max": titles.codes.shape[1],
             "train_rows": len(train), "batch": sz["llm_batch"], "train_s": train_s,
             "train_rows_per_s": len(train) / train_s, "eval_rows": len(test), "eval_batch": sz["llm_eval_batch"],
             "num_beams": 10, "eval_s": eval_s, "eval_rows_per_s": len(test) / eval_s,
@@ -499,7 +503,7 @@ def run(args) -> dict:
         if left < (2 if args.tiny else 20):
             res["stages"][name] = {"status": "skipped", "reason": f"wall budget spent ({left:.0f} s left)"}
             continue
-        ctx["stage_budget_s"] = left * sizes["tiger_share"]  # the time-boxed run's share of what is left
+        ctx["stage_budget_s"] = min(left * sizes["tiger_share"], sizes["tiger_max_s"] or float("inf"))
         print(f"[gpu_run] stage {name} ({left:.0f} s of the budget left)", file=sys.stderr, flush=True)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

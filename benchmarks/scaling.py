@@ -235,7 +235,8 @@ def write_markdown(res: dict, path: Path) -> None:
     lines += ["", f"Largest peak RSS of any case: {worst / 1024:.2f} GiB (limit {LIMIT_GIB:.0f} GiB at 1M items).", ""]
     if res["replaced_rows"]:
         lines += ["Earlier measurements of re-measured cases (before the change of the commit named):", "",
-                  "| measure | catalogue | N | CPU seconds | peak increase (MiB) | commit |", "|---|---|---|---|---|---|"]
+                  "| measure | catalogue | N | CPU seconds | peak increase (MiB) | commit |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['measure']} | {r['kind']} | {r['num_items']:,} | {r['seconds']:.4f} | "
                   f"{r['peak_increase_mib']:.0f} | `{r['commit'][:10]}` |" for r in res["replaced_rows"]] + [""]
     if res.get("notes"):
