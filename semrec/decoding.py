@@ -65,7 +65,7 @@ def next_token_log_probs(logits: torch.Tensor, allowed: torch.Tensor | None, *, 
     if renormalize:
         x = x.masked_fill(~allowed, -math.inf)
     out = torch.log_softmax(x, -1)
-    return out.masked_fill(~allowed, -math.inf)  # also clears NaN rows where nothing is allowed
+    return out.masked_fill_(~allowed, -math.inf)  # in place on the fresh output; also clears NaN rows
 
 
 def _fixed_length(codes: torch.Tensor, pad_id: int) -> bool:
@@ -113,7 +113,7 @@ def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, 
             logits, state = model.step(state, last_tokens, parent)
             allowed = index.next_token_mask(lo, hi, t) if constrained else None
             logp = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
-            cand = (run_scores[:, :, None] + logp.view(b, k, v)).view(b, k * v)
+            cand = logp.view(b, k, v).add_(run_scores[:, :, None]).view(b, k * v)  # in place: no 2nd (B*K, V)
         else:  # all of a user's beams are the empty prefix: score its one row (beam 0, score 0)
             allowed = index.next_token_mask(lo[rows[:, 0]], hi[rows[:, 0]], 0) if constrained else None
             cand = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)

@@ -87,6 +87,19 @@ def load_gguf_tokenizer(gguf: Path):
             raise SemrecError(f"{gguf}: cannot read its tokenizer ({type(e).__name__}: {e})") from None
 
 
+def extract_tokenizer(out: str | Path, *, gguf: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write only the GGUF's tokenizer as an ordinary tokenizer directory (fast; no weights)."""
+    src = find_gguf(gguf)
+    out = Path(out)
+    if (out / MARKER).is_file() and not overwrite:
+        return out
+    tok = load_gguf_tokenizer(src)
+    with atomic_dir(out, overwrite=True) as tmp:
+        tok.save_pretrained(str(tmp))
+        write_json(tmp / MARKER, {"format": FORMAT, "contents": "tokenizer", **_source_info(src)})
+    return out
+
+
 def _dequantised_model(gguf: Path, dtype: str):
     """A plain (unquantised) causal LM with the GGUF's weights, in `dtype`."""
     import torch

@@ -31,6 +31,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_bf16_native() -> bool:
+    """The CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast can pay off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def describe_machine(device: torch.device | str | None = None) -> str:
     """One line naming the machine a result was produced on (CPU model/cores or GPU name)."""
     dev = torch.device(device) if device is not None else resolve_device("auto")

@@ -18,7 +18,7 @@ PACKAGE = REPO / "semrec"
 
 # room (first name under semrec; "" = the package itself) -> floor. Lower floors know nothing of higher ones.
 FLOORS = {
-    "": 0, "errors": 0, "config": 0, "artifacts": 0, "runtime": 0, "distributed": 0,
+    "": 0, "errors": 0, "config": 0, "artifacts": 0, "runtime": 0, "threads": 0, "distributed": 0,
     "data": 1, "trie": 1, "metrics": 1,
     "embeddings": 2, "quantizers": 2, "tca": 2, "llm_assets": 2,
     "itemtok": 3, "cf": 3,

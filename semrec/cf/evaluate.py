@@ -20,6 +20,9 @@ from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.metrics import DEFAULT_KS, rank_metrics, rank_of_targets
 
+# Scores (rows x items) held at once: bounds the (B, N) logits and their temporaries for large catalogues.
+SCORE_ELEMENTS = 1 << 25
+
 
 @torch.no_grad()
 def teacher_ranks(model: CFTeacher, examples: Examples, *, exclude_history: bool = False,
@@ -39,8 +42,9 @@ def teacher_ranks(model: CFTeacher, examples: Examples, *, exclude_history: bool
     ranks = np.zeros(len(examples), dtype=np.int64)
     # under torchrun each rank scores whole batches of its share; the gather below restores the order
     lo, hi = distributed.shard_bounds(len(order), chunk=batch_size)
-    for start in range(lo, hi, batch_size):
-        idx = order[start:min(start + batch_size, hi)]
+    step = max(1, min(batch_size, SCORE_ELEMENTS // model.num_items))
+    for start in range(lo, hi, step):
+        idx = order[start:min(start + step, hi)]
         sub = examples.subset(idx)
         hist = torch.from_numpy(sub.padded_histories(hist_len)).to(device)
         scores = check_logits(model.item_logits(hist), teacher_name(model))

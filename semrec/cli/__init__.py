@@ -11,6 +11,7 @@ import traceback
 
 from semrec import __version__
 from semrec.errors import SemrecError
+from semrec.threads import configure_threads
 
 # Modules under semrec.cli that define register(subparsers), in the order shown by --help.
 COMMAND_MODULES = [
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_threads()  # physical cores / local processes unless OMP_NUM_THREADS is set; warns on conflicts
     try:
         result = args.func(args)
         return int(result or 0)

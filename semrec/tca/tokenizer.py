@@ -12,9 +12,10 @@ row (the losses then fall back to the one-hot). Items with -inf logits are exclu
 - :func:`collaborative_token_distribution`: plain-tensor functional form (loops over positions, works on
   (B, N) tensors at a time, never on (B, N, L)).
 - :class:`CollaborativeTokenizer`: trie-backed form for training. It walks the targets through a
-  :class:`~semrec.trie.PrefixIndex`; at position 0 the candidates are the whole catalogue (one dense
-  softmax over (B, N)); deeper candidates are contiguous sorted ranges, gathered flat (in bounded chunks)
-  and reduced with ``scatter_reduce_``/``index_add_``. It returns the dense (B, L, V) tensor or a
+  :class:`~semrec.trie.PrefixIndex`; at position 0 the candidates are the whole catalogue (a dense
+  softmax over (B, N), a few rows at a time, so no (B, N) temporary is made for large catalogues); deeper
+  candidates are contiguous sorted ranges, gathered flat (in bounded chunks) and reduced with
+  ``scatter_reduce_``/``index_add_``. It returns the dense (B, L, V) tensor or a
   :class:`SparseTokenDistribution` (CSR: one entry per allowed next token; for 50k-token vocabularies).
 """
 
@@ -29,6 +30,8 @@ from semrec.trie import PrefixIndex, check_token_rows
 
 # Flat candidate elements processed at once for positions >= 1 (bounds the CT's working memory).
 CT_CANDIDATES_PER_CHUNK = 1 << 20
+# Teacher scores (rows x items) soft-maxed at once at position 0.
+CT_FIRST_SCORES_PER_CHUNK = 1 << 23
 
 
 @dataclass
@@ -256,14 +259,17 @@ class CollaborativeTokenizer:
         """Position 0: softmax over the whole catalogue, summed per first token (dense (B, N) work).
         `starts` (A,): offset in `values` of the position-0 entries of each active row."""
         ix = self.index
-        sr = s if bool(active.all()) else s[active]
-        p = torch.softmax(sr, dim=1)
-        masked = ~torch.isfinite(sr.amax(dim=1))  # every item at -inf: softmax gives NaN, want zeros
-        if bool(masked.any()):
-            p[masked] = 0.0
+        rows = active.nonzero().squeeze(1)
         k0 = ix.branching(0)
-        sums = torch.zeros(sr.shape[0], k0, dtype=s.dtype, device=s.device)
-        sums.scatter_add_(1, ix.first_slot.expand(sr.shape[0], -1), p)
+        sums = torch.zeros(rows.numel(), k0, dtype=s.dtype, device=s.device)
+        step = max(1, CT_FIRST_SCORES_PER_CHUNK // max(1, s.shape[1]))  # rows at once: no (B, N) temporaries
+        for r0 in range(0, rows.numel(), step):
+            sr = s[rows[r0:r0 + step]]
+            p = torch.softmax(sr, dim=1)
+            masked = ~torch.isfinite(sr.amax(dim=1))  # every item at -inf: softmax gives NaN, want zeros
+            if bool(masked.any()):
+                p[masked] = 0.0
+            sums[r0:r0 + step].scatter_add_(1, ix.first_slot.expand(sr.shape[0], -1), p)
         values[(starts.unsqueeze(1) + torch.arange(k0, device=s.device)).reshape(-1)] = sums.reshape(-1)
 
     def _deeper_positions(self, s: torch.Tensor, a: torch.Tensor, c: torch.Tensor, values: torch.Tensor,

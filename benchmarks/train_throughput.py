@@ -1,0 +1,166 @@
+"""Training throughput of semrec's Trainer (NTP and TCA) against a minimal hand-written loop on the same
+Hugging Face model, and float32 against bf16 autocast on the CPU.
+
+Throughput (samples/s; CPU time of this process, one torch thread, so other jobs on a shared machine do not
+inflate it; the contenders alternate, `--repeats` rounds, best round kept):
+  minimal      the smallest correct loop: the batches collated once before timing, then per step
+               hf(input_ids, attention_mask, decoder_input_ids, labels).loss, backward, AdamW step;
+  trainer_ntp  semrec.training.Trainer.fit (loss "ntp"): batches collated on the fly, loss through
+               semrec.tca's token losses, gradient clipping, warm-up + cosine schedule, logging;
+  trainer_tca  the same with loss "tca" (alpha 0.1): a frozen SASRec teacher's item logits for every batch
+               and the Collaborative Tokenizer (sparse) feeding Soft-NTP.
+Every contender trains the same model from the same initial weights on the same rows (batch 256, AdamW
+lr 1e-3, float32). The minimal loop also runs under bf16 autocast (the Trainer autocasts on CUDA only).
+Model: the small TIGER of the CPU recipes (2+2 layers, d_model 128, 4 heads,
+d_kv 32, d_ff 512) or `--models tiger` (TIGER's published size); catalogue: beauty-p (12,101 items,
+RQ-KMeans IDs from benchmarks/gpu_artifacts), histories of 20 items.
+
+Run: nice -n 10 python benchmarks/train_throughput.py [--threads 1] [--steps 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from semrec.cf import TEACHERS, SASRecConfig
+from semrec.data import load_builtin
+from semrec.artifacts import atomic_file, write_json
+from semrec.itemtok.artifact import ItemTokenization
+from semrec.data.examples import ExampleTable, training_examples
+from semrec.models import build_model
+from semrec.training import Trainer, TrainConfig
+from semrec.runtime import cpu_bf16_native, describe_machine, git_commit
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ARTIFACTS = REPO / "benchmarks" / "gpu_artifacts" / "beauty-p"
+MODELS = {"small": dict(num_layers=2, num_decoder_layers=2, d_model=128, num_heads=4, d_kv=32, d_ff=512,
+                        max_history=20),
+          "tiger": dict(num_layers=4, num_decoder_layers=4, d_model=128, num_heads=6, d_kv=64, d_ff=1024,
+                        max_history=20)}
+BATCH = 256
+
+
+def setup(model_name: str, steps: int):
+    ds = load_builtin("beauty-p")
+    tok = ItemTokenization.from_pretrained(ARTIFACTS / "codes", load_quantizer=False)
+    model = build_model("tiger", tok, MODELS[model_name], seed=0)
+    ex = training_examples(ds, model.max_history)
+    rows = ex.subset(np.random.default_rng(0).permutation(len(ex))[: steps * BATCH])
+    torch.manual_seed(0)
+    teacher = TEACHERS["sasrec"](ds.num_items, SASRecConfig(max_len=20)).eval()
+    return ds, tok, model, rows, teacher
+
+
+def run_minimal(model, rows, steps: int, bf16: bool) -> float:
+    """CPU seconds per step of the hand-written loop (collation before the clock)."""
+    table = ExampleTable.from_examples(rows, model.max_history)
+    batches = []
+    for i in range(steps):
+        b = model.collate(table, torch.arange(i * BATCH, (i + 1) * BATCH))
+        dec = torch.cat([torch.full_like(b.target_tokens[:, :1], model.start_id), b.target_tokens[:, :-1]], 1)
+        batches.append((b.input_ids, b.attention_mask, dec, b.labels))
+    hf = model.hf.train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-3)
+    c = time.process_time()
+    for ids, mask, dec, labels in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.process_time() - c) / steps
+
+
+def run_trainer(model, rows, steps: int, loss: str, teacher) -> float:
+    """CPU seconds per step of Trainer.fit over `steps` batches (its set-up included)."""
+    cfg = TrainConfig(loss=loss, alpha=0.1, epochs=1, batch_size=BATCH, lr=1e-3, progress=False,
+                      log_every=10_000, device="cpu", warmup_steps=2)
+    trainer = Trainer(model, cfg, rows, teacher=teacher if loss == "tca" else None, protocol="P")
+    c = time.process_time()
+    res = trainer.fit()
+    assert res.steps == steps
+    return (time.process_time() - c) / steps
+
+
+def throughput(model_name: str, steps: int, repeats: int) -> dict:
+    _, tok, model0, rows, teacher = setup(model_name, steps)
+    contenders = {"minimal_fp32": lambda m: run_minimal(m, rows, steps, False),
+                  "minimal_bf16": lambda m: run_minimal(m, rows, steps, True),
+                  "trainer_ntp_fp32": lambda m: run_trainer(m, rows, steps, "ntp", teacher),
+                  "trainer_tca_fp32": lambda m: run_trainer(m, rows, steps, "tca", teacher)}
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(repeats + 1):  # round 0 warms up every code path and is not kept
+        for name, fn in contenders.items():
+            secs = fn(copy.deepcopy(model0))
+            if r:
+                times[name].append(secs)
+            print(f"[round {r}] {name}: {secs:.3f} s/step", file=sys.stderr, flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    rows_out = []
+    for k, v in times.items():
+        dtype = k.rsplit("_", 1)[1]
+        rows_out.append({"contender": k.rsplit("_", 1)[0], "dtype": dtype, "step_s": best[k],
+                         "median_step_s": statistics.median(v), "samples_per_s": BATCH / best[k],
+                         "vs_minimal_same_dtype": best[f"minimal_{dtype}"] / best[k],
+                         "bf16_speedup": best["minimal_fp32"] / best[k] if k == "minimal_bf16" else None})
+    return {"model": model_name, "config": MODELS[model_name], "batch": BATCH, "steps_per_round": steps,
+            "rounds": repeats, "num_items": int(tok.codes.shape[0]), "rows": rows_out}
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    lines = ["# Trainer throughput and CPU precision", "",
+             f"Machine: {res['machine']}; native CPU bf16 (avx512_bf16 / AMX): {res['cpu_bf16_native']}; "
+             f"commit `{res['commit']}`; {res['threads']} torch thread(s); CPU time of the process.", "",
+             f"Produced by `{res['command']}`.", ""]
+    for tp in res.get("throughput", []):
+        lines += [f"## Throughput: {tp['model']} TIGER, batch {tp['batch']}, {tp['num_items']:,} items "
+                  f"({tp['steps_per_round']} steps per round, best of {tp['rounds']} rounds)", "",
+                  "| contender | dtype | s/step | samples/s | vs minimal (same dtype) | bf16 speed-up |",
+                  "|---|---|---|---|---|---|"]
+        for r in tp["rows"]:
+            sp = f"{r['bf16_speedup']:.2f}x" if r["bf16_speedup"] else "-"
+            lines.append(f"| {r['contender']} | {r['dtype']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
+                         f"{r['vs_minimal_same_dtype']:.0%} | {sp} |")
+        lines.append("")
+    if res.get("notes"):
+        lines += res["notes"] + [""]
+    with atomic_file(path) as f:
+        f.write("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", default="small")
+    p.add_argument("--out", default=str(RESULTS / "train_throughput"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    res = {"benchmark": "train_throughput", "machine": describe_machine("cpu"), "commit": git_commit(),
+           "threads": args.threads, "cpu_bf16_native": cpu_bf16_native(), "seeds": {"model": 0, "rows": 0},
+           "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]), "throughput": []}
+    for name in args.models.split(","):
+        if name:
+            res["throughput"].append(throughput(name, args.steps, args.repeats))
+            write_json(out.with_suffix(".json"), res)
+            write_markdown(res, out.with_suffix(".md"))
+    write_json(out.with_suffix(".json"), res)
+    write_markdown(res, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
