@@ -5,7 +5,7 @@
 The bundled Toys sequences (P5/S3Rec release, 19,412 users) are written out as a plain interaction log
 (user, item, timestamp = position in the user's sequence) and an items file, exactly what a user brings,
 and imported with `semrec data import --split loo`. The imported dataset is protocol "custom"; the
-recipe recipes/custom/tiger_imported_cpu.yaml trains the quickstart's TIGER on it ("auto" examples:
+recipe docs/examples/tiger_imported_cpu.yaml trains the quickstart's TIGER on it ("auto" examples:
 every prefix of each user's training sequence) and reports both protocols' figures beside MostPop.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "semrec.cli", "data", "import", "--interactions", str(inter),
                         "--items", str(items), "--out", str(data_dir), "--name", "toys-imported",
                         "--split", "loo"], check=True)
-    recipe = load_recipe(ROOT / "recipes" / "custom" / "tiger_imported_cpu.yaml", [f"data={data_dir}"])
+    recipe = load_recipe(ROOT / "docs" / "examples" / "tiger_imported_cpu.yaml", [f"data={data_dir}"])
     result = run_recipe(recipe, work / "run")
     result["data"] = "runs/custom_toys/data (written by this script)"
     RESULTS.mkdir(exist_ok=True)

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ARTIFACTS = REPO / "benchmarks" / "gpu_artifacts" / "beauty-p"
 DATASET = "beauty-p"
-CUDA_TESTS = ["tests/test_trie.py", "tests/test_tca.py", "tests/test_cuda_agreement.py"]
+CUDA_TESTS = ["tests/trie/test_trie.py", "tests/tca/test_tca.py", "tests/decoding/test_cuda_agreement.py"]
 TIGER_SIZE = dict(num_layers=4, num_decoder_layers=4, d_model=128, num_heads=6, d_kv=64, d_ff=1024,
                   max_history=20)
 SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
