@@ -355,6 +355,8 @@ def count(items: np.ndarray, scores: np.ndarray | None, test, num_items: int) ->
     out, ranks = score_lists(torch.as_tensor(items), test.targets, KS, num_items=num_items)
     row = {k: out[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "coverage@10", "distinct_top1")}
     row["n_rows"] = int(len(ranks))
+    row["hits@10"] = int(((ranks > 0) & (ranks <= 10)).sum())
+    row["recall@10_se"] = float(np.sqrt(row["recall@10"] * (1 - row["recall@10"]) / max(len(ranks), 1)))
     row["rows_with_fewer_than_10_items"] = int((items < 0).any(1).sum())
     hist_hits = sum(int(np.isin(items[e][items[e] >= 0], test.history(e)).any()) for e in range(len(items)))
     row["rows_recommending_a_history_item"] = hist_hits
@@ -372,19 +374,25 @@ def markdown(res: dict) -> str:
              f"Commit `{res['commit']}`; {res['machine']}; seed {res['seed']}; cornac {res['cornac_version']}; "
              f"{res['n_test_rows']} of {res['n_users']} test users scored{' (--tiny subset)' if res['tiny'] else ''}; "
              f"{b['epochs']} epoch(s) each (the recipe asks for {b['recipe_epochs']}); "
-             f"total wall {res['total_wall_s']:.0f} s.", ""]
+             f"total wall {res['total_wall_s']:.0f} s; load average at the start "
+             f"{', '.join(f'{x:.1f}' for x in res['load_average_at_start'])}.", ""]
+    if b.get("note"):
+        lines += [f"Budget: {b['note']}", ""]
     if not res["complete"]:
         lines += ["**Partial: not every row was finished when this was written; the rows below are.**", ""]
-    lines += ["| model | recipe / setting | R@5 | N@5 | R@10 | N@10 | train CPU s | train wall s | eval CPU s | "
-              "eval wall s | steps | params |",
+    lines += ["| model | recipe / setting | R@5 | N@5 | R@10 (± s.e.) | N@10 | train CPU s | train wall s | "
+              "eval CPU s | eval wall s | steps | params |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         lines.append(f"| {r['model']} | {r['setting']} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
-                     f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {r['train_cpu_s']:.0f} | {r['train_wall_s']:.0f} | "
+                     f"{r['recall@10']:.4f} ± {r['recall@10_se']:.4f} | {r['ndcg@10']:.4f} | "
+                     f"{r['train_cpu_s']:.0f} | {r['train_wall_s']:.0f} | "
                      f"{r['eval_cpu_s']:.0f} | {r['eval_wall_s']:.0f} | {r['steps']} | {r['params']:,} |")
-    lines += ["", "Training time includes each side's per-epoch validation (best-on-valid selection); evaluation "
-              "time is the beam search over the test users. Metrics: one function (`semrec.evaluation."
-              "score_lists`) on each side's top-10 lists.", ""]
+    lines += ["", "CPU seconds are time.process_time of the one process (1 torch thread), wall seconds "
+              "time.perf_counter; training includes any validation for model selection, evaluation is the beam "
+              "search over the scored test users. s.e.: the binomial standard error of R@10. Metrics: one function "
+              "(`semrec.evaluation.score_lists`) on each side's top-10 lists.", ""]
+    lines += ["## Rows", ""] + [f"- `{k}`: {v}" for k, v in res["settings"].items()] + [""]
     lines += ["## Counting", ""] + [f"- {k}: {v}" for k, v in res["counting"].items()]
     if res.get("cornac_native"):
         lines += ["", "cornac's own `ranking_eval` on cornac's scores: " + ", ".join(
@@ -420,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     ap.add_argument("--out-name", default=None, help="results file stem (default peer_tiger, peer_tiger_tiny)")
     ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--note", default=None, help="why this budget (stored with the results)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -473,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": describe_machine("cpu") + f", {platform.python_version()}", "cornac_version": cornac_version,
             "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "budget": {"epochs": epochs, "recipe_epochs": recipe_epochs, "recipe": CORNAC_RECIPE_NAMES[args.recipe],
-                       "size": args.size, "num_beams": NUM_BEAMS},
+                       "size": args.size, "num_beams": NUM_BEAMS, "users": len(split.test),
+                       "items": n_items, "training_examples": len(split.train_examples), "note": args.note},
+            "load_average_at_start": os.getloadavg(),
             "complete": False, "rows": [], "cornac_native": None,
             "counting": {
                 "function": "semrec.evaluation.score_lists on each side's top-10 lists (cornac: its beam items "
@@ -484,8 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                         + "; target = the user's last item, history = all earlier items (each model reads its "
                           "last max_len)",
                 "candidates": f"the run's whole catalogue ({n_items} items) on both sides: cornac is built with "
-                              "exclude_unknowns=False (every item of the sequences known), its item indices mapped back "
-                              "to the run's item ids",
+                              "exclude_unknowns=False (every item of the sequences known), its item indices mapped "
+                              "back to the run's item ids",
                 "history items": "not excluded on either side (a recommended history item counts as a miss)",
                 "beams": f"{NUM_BEAMS} constrained beams on both sides; a target outside them is a miss "
                          "(cornac gives non-beam items a -1e10 filler score)",
@@ -518,6 +529,16 @@ def main(argv: list[str] | None = None) -> int:
                 "training examples": "every prefix of each user's training sequence (history capped at max_len), "
                                      "on both sides",
             },
+            "settings": {
+                args.recipe: f"cornac {cornac_version or '(not run)'} TIGER with {CORNAC_RECIPE_NAMES[args.recipe]} "
+                             "(epochs and, with --size small, the model size overridden; semantic IDs given)",
+                "matched": "semrec TIGER with the cornac recipe's optimizer (AdamW), learning rate and schedule, "
+                           "weight decay, no gradient clipping, dropout and selection; untied output head and a "
+                           "separator token after each history item, as cornac's network has",
+                "semrec": "semrec TIGER with its defaults (tied embeddings, no separator) and its protocol-P CPU "
+                          "training setup: AdamW lr 3e-3, warmup 100 steps (or a tenth of a shorter run), cosine "
+                          "to 0, weight decay 0.01, gradient clipping at 1",
+            },
             "remaining_differences": [
                 "batches: cornac fills each batch with consecutive prefixes of shuffled users; semrec shuffles "
                 "all prefixes",
@@ -536,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def save() -> None:
             res["total_wall_s"] = time.perf_counter() - t_start
+            res["load_average_at_end"] = os.getloadavg()
             write_json(out / f"{stem}.json", res)
             with atomic_file(out / f"{stem}.md") as f:
                 f.write(markdown(res))
