@@ -171,14 +171,16 @@ def check_cornac_recipes() -> str:
     from cornac.models import TIGER
     from cornac.models import tiger as ctiger
 
+    from semrec.errors import SemrecError
+
     for name, resolved in CORNAC_RECIPES.items():
         shipped = getattr(ctiger, CORNAC_RECIPE_NAMES[name])
         model = TIGER(**shipped)
         got = {k: getattr(model, k) for k in resolved}
         if got != resolved:
             diff = {k: (resolved[k], got[k]) for k in resolved if got[k] != resolved[k]}
-            raise RuntimeError(f"cornac {cornac.__version__}: {CORNAC_RECIPE_NAMES[name]} differs from this "
-                               f"script's copy (copy, installed): {diff}")
+            raise SemrecError(f"cornac {cornac.__version__}: {CORNAC_RECIPE_NAMES[name]} differs from this "
+                              f"script's copy (copy, installed): {diff}")
     return cornac.__version__
 
 
@@ -407,7 +409,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="the first --tiny-users users and 1 epoch (a smoke run)")
+    ap.add_argument("--tiny", action="store_true", help="--tiny-users users (a seeded sample) and 1 epoch: a smoke run")
     ap.add_argument("--tiny-users", type=int, default=300)
     ap.add_argument("--users", type=int, default=None,
                     help="run on this many users drawn uniformly (seeded), the catalogue cut to their items "
@@ -442,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     try:
-        if args.epochs is not None and args.epochs < 1:
-            raise SemrecError(f"--epochs must be >= 1, got {args.epochs}")
+        for flag in ("epochs", "users", "test_users", "tiny_users"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise SemrecError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
         torch.set_num_threads(args.threads)
         cornac_version = None
         if not args.skip_cornac:
