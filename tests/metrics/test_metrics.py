@@ -92,3 +92,20 @@ def test_collaborative_consistency():
     assert collaborative_consistency(np.array([2]), np.array([[0.0, 1.0, 2.0]])) == 1.0
     with pytest.raises(SemrecError):
         collaborative_consistency(gen, teacher[:2])
+
+
+def test_list_diagnostics_and_paired_gain_match_a_hand_count():
+    from semrec.metrics import item_popularity, list_diagnostics, paired_gain
+
+    pop = item_popularity([0, 0, 0, 1, 1, 2], 200)  # the 1% head of 200 items: items 0 and 1
+    items = torch.tensor([[0, 5, -1], [0, 1, 7], [3, 5, 9]])
+    d = list_diagnostics(items, 200, pop)
+    assert d == {"coverage@3": 6 / 200, "distinct_top1": 2.0, "pop1%@3": 3 / 8}
+    gain, se = paired_gain(np.array([1, 0, 3]), np.array([0, 0, 3]), 10)
+    assert gain == pytest.approx(1 / 3) and se == pytest.approx(np.std([1, 0, 0], ddof=1) / np.sqrt(3))
+    with pytest.raises(SemrecError, match="popularity has shape"):
+        list_diagnostics(items, 200, pop[:10])
+    with pytest.raises(SemrecError, match="paired_gain: rank arrays"):
+        paired_gain(np.array([1, 2]), np.array([1]))
+    with pytest.raises(SemrecError, match="item_popularity: item id outside"):
+        item_popularity([200], 200)
