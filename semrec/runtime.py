@@ -38,6 +38,17 @@ def cpu_bf16_native() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def bf16_autocast(device: torch.device, requested: bool | None) -> bool:
+    """Whether to train under bf16 autocast on `device`. None: on for CUDA, off on a CPU (float32 is the CPU
+    default until benchmarks/results/cpu_bf16.md shows bf16 within seed noise). True: on for CUDA and for a
+    CPU with native bf16; a CPU without it falls back to float32 (emulated bf16 is slower). False: off."""
+    if requested is False:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(requested) and cpu_bf16_native()
+
+
 def describe_machine(device: torch.device | str | None = None) -> str:
     """One line naming the machine a result was produced on (CPU model/cores or GPU name)."""
     dev = torch.device(device) if device is not None else resolve_device("auto")

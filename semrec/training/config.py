@@ -41,7 +41,7 @@ class TrainConfig:
     train_eos: bool = True  # False: the target's EOS position is not trained (the authors' title models)
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True  # bf16 autocast, CUDA only
+    bf16: bool | None = None  # bf16 autocast: None = CUDA only; true = also on a CPU with native bf16
     valid_every: int = 1
     monitor: str = "ndcg@10"
     patience: int = 3  # 0: never stop early

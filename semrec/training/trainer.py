@@ -5,10 +5,10 @@
     result = trainer.fit()          # resumes from out_dir/checkpoints/last when it exists
 
 Each epoch: shuffled batches (order drawn from a generator seeded by (seed, epoch)), AdamW with linear
-warmup + cosine decay, gradient accumulation, gradient clipping, bf16 autocast on CUDA; then
-validation by beam search (`semrec.evaluation.evaluate`), early stopping on `monitor`, the best model
-saved to out_dir/best, and a resumable checkpoint in out_dir/checkpoints/last. A run interrupted at any
-point and resumed ends with the same weights as an uninterrupted run (same seed, CPU).
+warmup + cosine decay, gradient accumulation, gradient clipping, bf16 autocast (CUDA; a CPU with native
+bf16 when `bf16: true`); then validation by beam search (`semrec.evaluation.evaluate`), early stopping on
+`monitor`, the best model saved to out_dir/best, and a resumable checkpoint in out_dir/checkpoints/last.
+A run interrupted at any point and resumed ends with the same weights as an uninterrupted run (same seed, CPU).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
 from semrec.training.metrics_log import MetricsLog
 from semrec.training.losses import token_loss, uses_teacher
 from semrec.training.schedule import warmup_cosine
-from semrec.runtime import resolve_device, seed_everything
+from semrec.runtime import bf16_autocast, resolve_device, seed_everything
 
 
 @dataclass
@@ -243,7 +243,7 @@ class Trainer:
         net = distributed.wrap_ddp(model, self.device)  # DDP averages gradients over ranks (world > 1)
         return _Run(net=net, opt=opt, sched=sched, index=index, tokenizer=tokenizer, state=state, log=log,
                     ckpt=ckpt, world=distributed.world_size(), main=main,
-                    use_amp=self.device.type == "cuda" and cfg.bf16)
+                    use_amp=bf16_autocast(self.device, cfg.bf16))
 
     def _train_epoch(self, run: "_Run", epoch: int) -> dict:
         """One pass over the shuffled training batches; returns the epoch's log record."""
