@@ -2,10 +2,11 @@
 
 Reads recipe results (benchmarks/results/<name>.json, written by benchmarks/run_recipe.py), pairs every
 model trained with NTP with its TCA twin (same architecture, same IDs, same budget), and reports the test
-NDCG@10 / HR@10 / CC of both (mean ± std over seeds), the per-seed gains and whether the mean gain exceeds
-the larger of the two seed stds (the acceptance bar). The CF teachers of each dataset (SASRec from the
-recipes, BERT4Rec from benchmarks/results/cf_teachers.json, seed 0) are listed beside them, and for
-protocol-P datasets the published SASRec and TIGER rows.
+NDCG@10 / HR@10 / CC / coverage@10 of both (mean ± std over seeds), the per-seed gains and whether the mean
+gain exceeds the larger of the two seed stds (the acceptance bar). MostPop (from the recipe's own reference
+rows, else benchmarks/results/baselines.json) and the CF teachers of each dataset (SASRec from the recipes,
+BERT4Rec from benchmarks/results/cf_teachers.json, seed 0) are listed beside them, and for protocol-P
+datasets the published SASRec and TIGER rows.
 
     python benchmarks/tca_gain.py office_tiger_tca_cpu office_decoder_tca_cpu toys_tiger_tca_cpu ... \
         --out-name tca_gain_cpu
@@ -26,7 +27,7 @@ from published import PUBLISHED_P
 from semrec.pipeline.results import rows_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = ("ndcg@10", "hr@10", "cc")
+METRICS = ("ndcg@10", "hr@10", "cc", "coverage@10")
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -49,6 +50,8 @@ def pairs(result: dict) -> list[dict]:
                  "tokenizer": rows[seeds[0]].tokenizer, "seeds": seeds,
                  "alpha": [rows[s].alpha for s in seeds]}
         for m in METRICS:
+            if any(m not in by_name[base][s].metrics for s in seeds):  # results written before the diagnostics
+                continue
             b = [float(by_name[base][s].metrics[m]) for s in seeds]
             t = [float(rows[s].metrics[m]) for s in seeds]
             (bm, bs), (tm, ts) = _mean_std(b), _mean_std(t)
@@ -61,10 +64,31 @@ def pairs(result: dict) -> list[dict]:
     return out
 
 
+def most_popular(results: list[dict]) -> list[dict]:
+    """MostPop's test NDCG@10/HR@10 per dataset: the recipes' own reference rows, else baselines.json."""
+    rows, found = [], set()
+    for res in results:
+        for r in rows_of(res, res["recipe"]):
+            if r.model == "mostpop" and res["dataset"] not in found:
+                found.add(res["dataset"])
+                rows.append({"dataset": res["dataset"], "model": "MostPop", "seeds": [],
+                             "ndcg@10": (r.metrics["ndcg@10"], 0.0), "hr@10": (r.metrics["hr@10"], 0.0),
+                             "source": f"{res['recipe']}.json"})
+    base = RESULTS / "baselines.json"
+    if base.exists():
+        for r in json.loads(base.read_text())["rows"]:
+            wanted = {x["dataset"] for x in results} - found
+            if r["model"] == "MostPop" and r["dataset"] in wanted:
+                found.add(r["dataset"])
+                rows.append({"dataset": r["dataset"], "model": "MostPop", "seeds": [],
+                             "ndcg@10": (r["ndcg@10"], 0.0), "hr@10": (r["hr@10"], 0.0), "source": "baselines.json"})
+    return rows
+
+
 def teachers(results: list[dict]) -> list[dict]:
-    """Test NDCG@10/HR@10 of the teachers per dataset: SASRec from the recipes (mean ± std over their seeds),
-    BERT4Rec from cf_teachers.json (seed 0) when present."""
-    rows = []
+    """Test NDCG@10/HR@10 of MostPop and the teachers per dataset: SASRec from the recipes (mean ± std over
+    their seeds), BERT4Rec from cf_teachers.json (seed 0) when present."""
+    rows = most_popular(results)
     for ds in dict.fromkeys(r["dataset"] for r in results):
         vals: dict[int, dict] = {}
         for res in results:
@@ -103,12 +127,16 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
              "Results files: " + ", ".join(f"`{n}.json`" for n in names) + " (each records its commit, machine,"
              " seeds and recipe). A pair meets the bar when the mean NDCG@10 gain exceeds the larger seed std.", "",
              "| dataset | model | IDs | seeds | alpha (chosen on valid) | NDCG@10 NTP | NDCG@10 TCA | gain | per-seed gains"
-             " | gain > std | HR@10 NTP | HR@10 TCA | CC NTP | CC TCA |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " | gain > std | HR@10 NTP | HR@10 TCA | CC NTP | CC TCA | coverage@10 NTP | coverage@10 TCA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         n, h, c = e["ndcg@10"], e["hr@10"], e["cc"]
+        cov = e.get("coverage@10")
+
         def f(m: float, s: float) -> str:
             return pm(m, s, e["seeds"])
+
+        covs = f"{f(cov['base_mean'], cov['base_std'])} | {f(cov['tca_mean'], cov['tca_std'])}" if cov else "- | -"
 
         lines.append(
             f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
@@ -116,8 +144,8 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
             f"{f(n['tca_mean'], n['tca_std'])} | {n['gain']:+.4f} | "
             f"{', '.join(f'{g:+.4f}' for g in n['seed_gains'])} | {bar(e)} | "
             f"{f(h['base_mean'], h['base_std'])} | {f(h['tca_mean'], h['tca_std'])} | "
-            f"{f(c['base_mean'], c['base_std'])} | {f(c['tca_mean'], c['tca_std'])} |")
-    lines += ["", "CF teachers on the same test rows, and for protocol P the published rows (HR@10 = Recall@10 there:"
+            f"{f(c['base_mean'], c['base_std'])} | {f(c['tca_mean'], c['tca_std'])} | {covs} |")
+    lines += ["", "MostPop and the CF teachers on the same test rows, and for protocol P the published rows (HR@10 = Recall@10 there:"
               " one target per user):", "", "| dataset | model | seeds | NDCG@10 | HR@10 | source |",
               "|---|---|---|---|---|---|"]
     for t in teacher_rows:

@@ -34,3 +34,16 @@ def test_one_seed_cannot_meet_or_miss_the_bar():
     assert one["gain_exceeds_std"] is None
     md = tca_gain.markdown([one], [], ["r"])
     assert "n/a (1 seed)" in md and "±" not in md.split("| office-t |")[1]
+
+
+def test_mostpop_row_comes_from_the_recipe_else_from_the_baselines_file():
+    res = _result([0.010, 0.012], [0.020, 0.021])
+    res["rows"].append({"name": "MostPop", "model": "mostpop", "loss": "none", "seed": 0, "tokenizer": "rqkmeans",
+                        "ndcg@10": 0.004, "hr@10": 0.008})
+    (pop,) = tca_gain.most_popular([res])
+    assert (pop["model"], pop["ndcg@10"][0], pop["source"]) == ("MostPop", 0.004, "r.json")
+    res["rows"].pop()
+    (pop,) = tca_gain.most_popular([res])  # office-t's row of the committed baselines
+    assert pop["source"] == "baselines.json" and pop["ndcg@10"][0] == pytest.approx(0.0087, abs=5e-5)
+    md = tca_gain.markdown(tca_gain.pairs(res), [pop], ["r"])
+    assert "| office-t | MostPop |" in md and md.count("| - | - |") == 1  # no coverage in these rows
