@@ -30,6 +30,7 @@ from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
 from semrec.pipeline.results import ResultRow
+from semrec.runtime import bf16_autocast, describe_machine, git_commit, resolve_device
 
 TABLE_METRICS = {"T": ["hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"],
                  "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"],
@@ -57,7 +58,6 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print,
                  progress: bool = True):
         from semrec.data import resolve_dataset
-        from semrec.runtime import resolve_device
 
         distributed.init(resolve_device(recipe.device))  # under torchrun: training/evaluation on every rank
         main = distributed.is_main()
@@ -99,7 +99,6 @@ class Pipeline:
 
     def load_teacher(self, stage_dir: Path):
         from semrec.cf import CFTeacher
-        from semrec.runtime import resolve_device
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
 
@@ -147,6 +146,11 @@ class Pipeline:
         mcfg = load_config(MODELS[spec.model].config_class, spec.config, name=f"model '{spec.name}' config")
         config = {"model": spec.model, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
+        # the precision actually used, not the request; `bf16: true` once meant float32 on a CPU, so a bf16
+        # run gets a key that no stage written then can have
+        config["train"]["bf16"] = bf16_autocast(resolve_device(tcfg.device), tcfg.bf16)
+        if config["train"]["bf16"]:
+            config["train"]["autocast"] = "bf16"
         config["examples"] = spec.examples
         inputs = {"data": self.data_key, "ids": StageCache.key_of(tok_dir)}
         if needs_teacher:
@@ -179,7 +183,6 @@ class Pipeline:
         (E,) target ranks (0 = not in the beam)."""
         from semrec.evaluation import evaluate
         from semrec.models import load_model
-        from semrec.runtime import resolve_device
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
@@ -270,7 +273,6 @@ class Pipeline:
 
     # -- the whole recipe -----------------------------------------------------------------------
     def run(self) -> dict:
-        from semrec.runtime import describe_machine, git_commit, resolve_device
 
         r = self.recipe
         t_start = time.time()

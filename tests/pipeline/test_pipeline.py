@@ -105,6 +105,24 @@ def test_run_end_to_end_then_reuse(tiny):
     assert [m.split("]")[0] for m in logs3 if "computing" in m] == ["[model", "[eval-test"]
 
 
+def test_model_stage_is_keyed_by_the_precision_used_not_the_request(tiny, monkeypatch):
+    """`bf16: true` on a CPU without native bf16 trains in float32: it reuses the float32 stage."""
+    from semrec import runtime
+
+    def model_stages(overrides: list[str]) -> set[str]:
+        recipe = load_recipe(tiny / "recipe.yaml", overrides)
+        recipe.models = recipe.models[:1]
+        logs = []
+        run_recipe(recipe, tiny / "run_amp", log=logs.append, progress=False)
+        return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    fp32 = model_stages(["train.bf16=false"])
+    assert model_stages(["train.bf16=true"]) == fp32
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    assert model_stages(["train.bf16=true"]).isdisjoint(fp32)
+
+
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
     bad["trian"] = {}
