@@ -75,7 +75,7 @@ class Pipeline:
     def teacher(self, model_name: str, seed: int) -> Path:
         from semrec.cf import TEACHERS
         from semrec.config import load_config
-        from semrec.training.teacher import TeacherTrainConfig, train_and_evaluate_teacher
+        from semrec.training.teacher import TeacherTrainConfig, save_teacher_run, train_and_evaluate_teacher
 
         spec = self.recipe.teacher
         model_cfg = spec.config if model_name == spec.model else {}
@@ -87,11 +87,10 @@ class Pipeline:
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
-            model, res, metrics = train_and_evaluate_teacher(
-                model_name, mcfg, tcfg, self.dataset, device=self.recipe.device, checkpoint_dir=work,
-                log_path=tmp / "train_log.jsonl", progress=self.progress)
-            model.save_pretrained(tmp / "teacher", extra={"dataset": self.dataset.name})
-            write_json(tmp / "metrics.json", {**metrics, "train": dataclasses.asdict(res)})
+            model, res, metrics = train_and_evaluate_teacher(model_name, mcfg, tcfg, self.dataset,
+                                                             device=self.recipe.device, checkpoint_dir=work,
+                                                             progress=self.progress)
+            save_teacher_run(tmp, model, res, metrics, tcfg, model_dir=tmp / "teacher")
 
         d = self._stage("teacher", config, {"data": self.data_key}, build)
         shutil.rmtree(work, ignore_errors=True)

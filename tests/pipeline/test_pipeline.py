@@ -9,6 +9,7 @@ import yaml
 
 from conftest import REPO
 from semrec.cli import main
+from semrec.cli.cf import refit_config
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
 from semrec.pipeline import load_recipe, run_recipe
@@ -87,6 +88,11 @@ def test_run_end_to_end_then_reuse(tiny):
     assert json.loads((tiny / "run" / "results.json").read_text())["rows"] == res["rows"]
     computed = [m for m in logs if "computing" in m]
     assert len(computed) == 1 + 1 + 3 + 2  # teacher, ids, 3 models, 2 test evaluations
+    # the teacher stage holds what `semrec train-cf` writes (the teacher itself in teacher/)
+    [stage] = (tiny / "run" / "stages").glob("teacher-*")
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert len((stage / "train_log.jsonl").read_text().splitlines()) == metrics["epochs_run"]
+    assert refit_config(stage / "teacher")[1]["train"]["epochs"] == metrics["best_epoch"]
 
     logs2 = []
     res2 = run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs2.append, progress=False)
