@@ -142,9 +142,11 @@ def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, 
         if bool(new_fin.any()):
             items = index.range_item(clo, chi, t + 1).view(b, n_cand)
             padded = torch.full((b, n_cand, max_len), pad, dtype=torch.long, device=dev)
-            padded[:, :, : t + 1] = seqs
+            # candidates that do not join carry an empty slot's (-inf, -1, padding): a pool with fewer than K
+            # hypotheses must not take one of them into its empty slots
+            padded[:, :, : t + 1] = seqs.masked_fill(~new_fin[:, :, None], pad)
             m_scores = torch.cat([fin_scores, torch.where(new_fin, top_s, -math.inf)], 1)
-            m_items = torch.cat([fin_items, items], 1)
+            m_items = torch.cat([fin_items, torch.where(new_fin, items, -1)], 1)
             m_seqs = torch.cat([fin_seqs, padded], 1)
             fin_scores, j = m_scores.topk(k, dim=1)
             fin_items = m_items.gather(1, j)

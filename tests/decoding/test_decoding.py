@@ -1,5 +1,6 @@
 """Trie-constrained beam search: equal to transformers' generate(), exact when beams cover the catalogue."""
 
+import numpy as np
 import pytest
 import torch
 from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
@@ -8,6 +9,7 @@ from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, T
 from semrec.decoding import beam_search, next_token_log_probs
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.models import build_model
 
 torch.set_num_threads(1)
@@ -129,6 +131,21 @@ def test_next_token_log_probs_and_argument_errors():
         beam_search(model, batch, num_beams=3, top_k=4)
     with pytest.raises(SemrecError, match="num_beams"):
         beam_search(model, batch, num_beams=0)
+
+
+def test_more_beams_than_distinct_sequences_leave_empty_slots():
+    raw = np.random.default_rng(0).integers(0, 3, (20, 2))
+    raw[7] = raw[2]  # items 2 and 7 share one code (and maybe others: a 3 x 3 grid for 20 items)
+    model, batch = _setup("tiger", TIGER_TINY, ItemTokenization.from_raw_codes(raw, [3, 3], scheme="rqkmeans"), seed=6)
+    distinct = torch.unique(model.canonical_items())
+    m = len(distinct)
+    assert model.canonical_items()[7] == 2 and m < 20
+    out = beam_search(model, batch, num_beams=22)
+    # each distinct code once, as its smallest item id, best first; then empty slots
+    order = score_items(model, batch, distinct).sort(1, descending=True)
+    assert torch.equal(out.items[:, :m], distinct[order.indices])
+    assert (out.items[:, m:] == -1).all() and torch.isinf(out.scores[:, m:]).all()
+    assert (out.sequences[:, m:] == model.pad_id).all() and torch.equal(out.sequences[:, :m], model.codes[out.items[:, :m]])
 
 
 @pytest.mark.parametrize("cfg,shared", [(LLAMA_TINY, True), (LLAMA_GQA, True), (GPT2_TINY, False)])
