@@ -120,6 +120,16 @@ def random_lists(num_items: int, n_rows: int, k: int, *, seed: int = 0) -> torch
     return torch.rand(n_rows, num_items, generator=gen).topk(k, dim=1).indices
 
 
+def decoding_defaults(model, renormalize: bool | None = None, temperature: float | None = None) -> tuple[bool, float]:
+    """(renormalize, temperature) to decode `model` with; those not given follow how it was trained
+    (`model.training_info`: MSL models decode with the softmax over allowed tokens, at the training
+    temperature tau)."""
+    info = getattr(model, "training_info", {}) or {}
+    renormalize = bool(info.get("msl", False)) if renormalize is None else renormalize
+    temperature = float(info.get("tau") or 1.0) if temperature is None else temperature
+    return renormalize, temperature
+
+
 def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol: str = "T",
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
@@ -135,11 +145,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     in the ranking (no decoding removes them), items sharing one token sequence are one entry (the smallest
     id, targets compared by it), and in exact lists equal scores rank the smaller item id first.
 
-    renormalize / temperature default to how the model was trained (`model.training_info`: MSL models
-    decode with the softmax over allowed tokens, at the training temperature tau)."""
-    info = getattr(model, "training_info", {}) or {}
-    renormalize = bool(info.get("msl", False)) if renormalize is None else renormalize
-    temperature = float(info.get("tau") or 1.0) if temperature is None else temperature
+    renormalize / temperature default to how the model was trained (`decoding_defaults`)."""
+    renormalize, temperature = decoding_defaults(model, renormalize, temperature)
     ks = tuple(ks or ks_for(protocol))
     if decode not in DECODE_MODES:
         raise SemrecError(f"evaluation: decode {decode!r}: expected one of {', '.join(DECODE_MODES)}")
