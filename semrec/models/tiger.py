@@ -72,6 +72,10 @@ class TigerRecommender(GenerativeRecommender):
     source_padding_side = "right"
 
     @property
+    def state_is_reusable(self) -> bool:
+        return True  # `step` gathers new key/value tensors and returns a new state dict
+
+    @property
     def separator_id(self) -> int | None:
         return self.extra_base + self.config.user_buckets if self.config.item_separator else None
 
@@ -201,13 +205,13 @@ class TigerRecommender(GenerativeRecommender):
             cross.append((k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()))
         bias = torch.zeros((b, 1, 1, s), dtype=enc.dtype, device=enc.device)
         bias = bias.masked_fill(batch.attention_mask[:, None, None, :] == 0, torch.finfo(enc.dtype).min)
-        state = {"cross": cross, "bias": bias, "self": None, "t": 0, "group": 1}
+        state = {"cross": cross, "bias": bias, "self": None, "t": 0}
         start = batch.input_ids.new_full((b,), self.start_id)
         return self._decode_step(start, state)
 
     def expand_state(self, state: dict, beams: int) -> dict:
         selfkv = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in state["self"]]
-        return {**state, "self": selfkv, "group": state["group"] * beams}
+        return {**state, "self": selfkv}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         state = {**state, "self": [(k.index_select(0, beam_idx), v.index_select(0, beam_idx))
@@ -231,8 +235,8 @@ class TigerRecommender(GenerativeRecommender):
 
     def _decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         dec = self.hf.decoder
-        r, g, t = tokens.shape[0], state["group"], state["t"]
-        b = r // g
+        r, b, t = tokens.shape[0], state["bias"].shape[0], state["t"]
+        g = r // b  # rows per user (beams), consecutive
         x = dec.embed_tokens(tokens)[:, None, :]  # (R, 1, D)
         pos_bias = self._self_bias(t + 1, x.device)
         new_self = []

@@ -186,6 +186,8 @@ class Pipeline:
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
                   "max_rows": ev.max_test_rows if split == "test" else None, "diagnostics": 1}
+        if ev.decode != "beam":  # only then: beam stages keep the keys they were cached under
+            config["decode"] = ev.decode
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -196,7 +198,7 @@ class Pipeline:
             metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
-                                      progress=self.progress, return_ranks=True)
+                                      progress=self.progress, return_ranks=True, decode=ev.decode)
             write_json(tmp / "metrics.json", metrics)
             np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 
@@ -303,6 +305,7 @@ class Pipeline:
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
             "compute_time_s": round(sum(self.cache.used.values()), 1), "select_on": r.eval.select_on,
+            "decode": r.eval.decode,
             "rows": [row.to_dict() for row in rows],
         }
         result["summary"] = summarize(result["rows"], table_metrics(self.protocol))
@@ -455,6 +458,9 @@ def results_markdown(result: dict) -> str:
             name += " ⚑"
             flagged.append(s["name"])
         lines.append(f"| {name} | " + " | ".join(format_cell(s, m) for m in [*metrics, "valid_metric"]) + " |")
+    if result.get("decode") == "exact":
+        lines += ["", "Lists: each model's exact top-10 (every catalogue item scored by its log-probability), "
+                  "not beam search."]
     lines += ["", "coverage@10: share of the catalogue in any top-10 list; distinct_top1: distinct first items "
               "across rows; pop1%@10: share of top-10 slots taken by the 1% most popular items (by training-"
               "target count)."]

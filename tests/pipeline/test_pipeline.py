@@ -12,7 +12,11 @@ from semrec.cli import main
 from semrec.cli.cf import refit_config
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
+from semrec.data import load_dataset
+from semrec.evaluation import evaluate
+from semrec.models import load_model
 from semrec.pipeline import load_recipe, run_recipe
+from semrec.pipeline.results import RunDirectory
 
 WORDS = ["red", "blue", "lego", "doll", "puzzle", "train", "car", "ball", "kite", "robot"]
 
@@ -110,6 +114,24 @@ def test_run_end_to_end_then_reuse(tiny):
     run_recipe(recipe3, tiny / "run", log=logs3.append, progress=False)
     assert [m.split("]")[0] for m in logs3 if "computing" in m] == ["[model", "[eval-test"]
 
+    # exact lists: new test evaluations only (training's beam validation still picks alpha), with the metrics
+    # evaluate() gives
+    logs4 = []
+    res4 = run_recipe(load_recipe(tiny / "recipe.yaml", ["eval.decode=exact"]), tiny / "run", log=logs4.append,
+                      progress=False)
+    assert [m.split("]")[0] for m in logs4 if "computing" in m] == ["[eval-test"] * 2
+    t_row = res4["rows"][3]
+    assert res4["decode"] == "exact" and t_row["decode"] == "exact" and "num_beams" not in t_row
+    assert "exact top-10" in (tiny / "run" / "results.md").read_text()
+    run = RunDirectory(tiny / "run")
+    model = load_model(run.model_stage(run.rows[3]) / "model")
+    test = load_dataset(tiny / "data").test
+    want = evaluate(model, test, decode="exact")
+    assert all(t_row[k] == pytest.approx(want[k]) for k in ("hr@1", "hr@10", "ndcg@10", "coverage@10"))
+    logs5 = []
+    run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs5.append, progress=False)
+    assert not [m for m in logs5 if "computing" in m]  # the beam stages kept their keys
+
 
 def test_model_stage_is_keyed_by_the_precision_used_not_the_request(tiny, monkeypatch):
     """`bf16: true` on a CPU without native bf16 trains in float32: it reuses the float32 stage."""
@@ -144,6 +166,8 @@ def test_recipe_errors_are_one_line(tiny, capsys):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
     with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
         load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+    with pytest.raises(SemrecError, match="eval.decode: .*'greedy'"):
+        load_recipe(tiny / "recipe.yaml", ["eval.decode=greedy"])
     with pytest.raises(SemrecError, match="model 'x': examples 'all': expected one of auto, rows, prefixes"):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, examples: all}]"])
 
