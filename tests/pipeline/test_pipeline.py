@@ -104,6 +104,14 @@ def test_run_end_to_end_then_reuse(tiny):
     run_recipe(recipe3, tiny / "run", log=logs3.append, progress=False)
     assert [m.split("]")[0] for m in logs3 if "computing" in m] == ["[model", "[eval-test"]
 
+    # bf16 decoding is an evaluation of its own; the trained model and the float32 evaluations are reused
+    logs4 = []
+    recipe4 = load_recipe(tiny / "recipe.yaml", ["eval.bf16=true"])
+    recipe4.models = recipe4.models[:1]
+    res4 = run_recipe(recipe4, tiny / "run", log=logs4.append, progress=False)
+    assert [m.split("]")[0] for m in logs4 if "computing" in m] == ["[eval-test"]
+    assert res4["rows"][3]["invalid_rate"] == 0.0
+
 
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
