@@ -8,12 +8,19 @@ inflate it; the contenders alternate, `--repeats` rounds, best round kept):
   trainer_ntp  semrec.training.Trainer.fit (loss "ntp"): batches collated on the fly, loss through
                semrec.tca's token losses, gradient clipping, warm-up + cosine schedule, logging;
   trainer_tca  the same with loss "tca" (alpha 0.1): a frozen SASRec teacher's item logits for every batch
-               and the Collaborative Tokenizer (sparse) feeding Soft-NTP.
-Every contender trains the same model from the same initial weights on the same rows (batch 256, AdamW
+               and the Collaborative Tokenizer (sparse) feeding Soft-NTP;
+  cornac       cornac's TIGER.fit (optional: skipped with a note when cornac is not installed), its own
+               loop and network (a T5Stack encoder and decoder, one output head per code level) at the same
+               size, batch, learning rate and dropout, handed the same semantic IDs through its tokenizer hook
+               (benchmarks/peer_tiger.py); one epoch over the same rows is the same number of steps, its
+               set-up (trie, network) included as the Trainer's is.
+The semrec contenders train the same model from the same initial weights on the same rows (batch 256, AdamW
 lr 1e-3, float32). The minimal loop also runs under bf16 autocast (the Trainer autocasts on CUDA only).
+Rows: every prefix of the training sequences of beauty-p users in a seeded random order, the last user's
+sequence cut so that there are exactly steps x 256 (cornac's loop enumerates a sequence's prefixes itself).
 Model: the small TIGER of the CPU recipes (2+2 layers, d_model 128, 4 heads,
 d_kv 32, d_ff 512) or `--models tiger` (TIGER's published size); catalogue: beauty-p (12,101 items,
-RQ-KMeans IDs from benchmarks/gpu_artifacts), histories of 20 items.
+RQ-KMeans IDs from benchmarks/gpu_artifacts), histories of up to 20 items.
 
 Run: nice -n 10 python benchmarks/train_throughput.py [--threads 1] [--steps 8] [--repeats 3]
 """
@@ -35,7 +42,8 @@ from semrec.cf import TEACHERS, SASRecConfig
 from semrec.data import load_builtin
 from semrec.artifacts import atomic_file, write_json
 from semrec.itemtok.artifact import ItemTokenization
-from semrec.data.examples import ExampleTable, training_examples
+from semrec.data.dataset import Examples
+from semrec.data.examples import ExampleTable
 from semrec.models import build_model
 from semrec.training import Trainer, TrainConfig
 from semrec.runtime import cpu_bf16_native, describe_machine, git_commit
@@ -54,11 +62,27 @@ def setup(model_name: str, steps: int):
     ds = load_builtin("beauty-p")
     tok = ItemTokenization.from_pretrained(ARTIFACTS / "codes", load_quantizer=False)
     model = build_model("tiger", tok, MODELS[model_name], seed=0)
-    ex = training_examples(ds, model.max_history)
-    rows = ex.subset(np.random.default_rng(0).permutation(len(ex))[: steps * BATCH])
+    users, seqs = user_sequences(ds, steps * BATCH)
+    rows = Examples.from_lists(np.repeat(ds.train.users[users], [len(q) - 1 for q in seqs]),
+                               [q[:t] for q in seqs for t in range(1, len(q))], [q[t] for q in seqs for t in range(1, len(q))])
     torch.manual_seed(0)
     teacher = TEACHERS["sasrec"](ds.num_items, SASRecConfig(max_len=20)).eval()
-    return ds, tok, model, rows, teacher
+    return ds, tok, model, rows, teacher, (users, seqs)
+
+
+def user_sequences(ds, n_rows: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Train rows (users) in a seeded random order and their training sequences (history + target), the last
+    one cut, holding `n_rows` prefixes (history, next item) in all."""
+    users, seqs, left = [], [], n_rows
+    for e in np.random.default_rng(seed).permutation(len(ds.train)):
+        seq = np.append(ds.train.history(e), ds.train.targets[e])[: left + 1]
+        if len(seq) > 1:
+            users.append(e)
+            seqs.append(seq)
+            left -= len(seq) - 1
+        if left == 0:
+            return np.array(users), seqs
+    raise ValueError(f"{ds.name}: fewer than {n_rows} training prefixes")
 
 
 def run_minimal(model, rows, steps: int, bf16: bool) -> float:
@@ -92,12 +116,47 @@ def run_trainer(model, rows, steps: int, loss: str, teacher) -> float:
     return (time.process_time() - c) / steps
 
 
+def cornac_setup(ds, tok, model_name: str, users: np.ndarray, seqs: list[np.ndarray]):
+    """cornac's evaluation split over the same training sequences and a builder of its TIGER (the given codes,
+    our model's size, batch, learning rate and dropout, one epoch, no validation); None without cornac."""
+    try:
+        import peer_tiger
+        peer_tiger.check_cornac_recipes()
+    except ImportError:
+        return None
+    from semrec.models.tiger import TigerConfig
+
+    m = MODELS[model_name]
+    recipe = dict(peer_tiger.CORNAC_RECIPES["grid"], num_enc_layers=m["num_layers"],
+                  num_dec_layers=m["num_decoder_layers"], d_model=m["d_model"], num_heads=m["num_heads"],
+                  d_kv=m["d_kv"], d_ff=m["d_ff"], max_len=m["max_history"], dropout=TigerConfig().dropout,
+                  batch_size=BATCH, learning_rate=1e-3, n_epochs=1, model_selection="last")
+    valid, test = ds.valid.subset(users), ds.test.subset(users)
+    split = peer_tiger.Split(np.arange(ds.num_items), tok, np.zeros((ds.num_items, 1), np.float32), seqs, None,
+                             valid, test, test)
+    ev = peer_tiger.cornac_eval_method(split, split.features, seed=0)  # cornac's train set: exactly `seqs`
+    raw = tok.raw_codes[peer_tiger.item_order(ev)]
+    return ev, lambda: peer_tiger.cornac_model(recipe, raw, max(tok.codebook_sizes), seed=0), recipe
+
+
+def run_cornac(cornac, steps: int) -> float:
+    """CPU seconds per step of cornac's TIGER.fit over the same rows (one epoch: `steps` batches)."""
+    ev, build, _ = cornac
+    model = build()
+    c = time.process_time()
+    model.fit(ev.train_set, ev.val_set)
+    return (time.process_time() - c) / steps
+
+
 def throughput(model_name: str, steps: int, repeats: int) -> dict:
-    _, tok, model0, rows, teacher = setup(model_name, steps)
+    ds, tok, model0, rows, teacher, (users, seqs) = setup(model_name, steps)
+    cornac = cornac_setup(ds, tok, model_name, users, seqs)
     contenders = {"minimal_fp32": lambda m: run_minimal(m, rows, steps, False),
                   "minimal_bf16": lambda m: run_minimal(m, rows, steps, True),
                   "trainer_ntp_fp32": lambda m: run_trainer(m, rows, steps, "ntp", teacher),
                   "trainer_tca_fp32": lambda m: run_trainer(m, rows, steps, "tca", teacher)}
+    if cornac is not None:
+        contenders["cornac_fp32"] = lambda m: run_cornac(cornac, steps)
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(repeats + 1):  # round 0 warms up every code path and is not kept
         for name, fn in contenders.items():
@@ -114,7 +173,32 @@ def throughput(model_name: str, steps: int, repeats: int) -> dict:
                          "vs_minimal_same_dtype": best[f"minimal_{dtype}"] / best[k],
                          "bf16_speedup": best["minimal_fp32"] / best[k] if k == "minimal_bf16" else None})
     return {"model": model_name, "config": MODELS[model_name], "batch": BATCH, "steps_per_round": steps,
-            "rounds": repeats, "num_items": int(tok.codes.shape[0]), "rows": rows_out}
+            "rounds": repeats, "num_items": int(tok.codes.shape[0]), "rows": rows_out,
+            "training_rows": {"users": len(users), "rows": len(rows), "mean_history_items_read": float(
+                np.minimum(np.diff(rows.hist_offsets), MODELS[model_name]["max_history"]).mean())},
+            "cornac": None if cornac is None else {"version": __import__("cornac").__version__,
+                                                   "config": {k: v for k, v in cornac[2].items() if k != "n_beams"}}}
+
+
+def throughput_notes(tp: dict) -> list[str]:
+    """What the rows are, what cornac's row runs, and the Trainer (TCA) against cornac."""
+    tr = tp["training_rows"]
+    notes = [f"Rows: every prefix of {tr['users']} users' training sequences ({tr['rows']} rows, "
+             f"{tr['mean_history_items_read']:.1f} history items read on average)."]
+    if tp["cornac"] is None:
+        return notes + ["cornac: not installed, its row is skipped (`pip install -e .[peers]`)."]
+    c = tp["cornac"]["config"]
+    sps = {r["contender"]: r["samples_per_s"] for r in tp["rows"] if r["dtype"] == "fp32"}
+    ratio = sps["trainer_tca"] / sps["cornac"]
+    notes += [f"cornac {tp['cornac']['version']}: `TIGER.fit` (its GRID_CONFIG recipe with {c['num_enc_layers']}+"
+              f"{c['num_dec_layers']} layers, d_model {c['d_model']}, {c['num_heads']} heads, d_kv {c['d_kv']}, "
+              f"d_ff {c['d_ff']}, dropout {c['dropout']}, batch {c['batch_size']}, lr {c['learning_rate']}, one epoch, "
+              "no validation), the same semantic IDs. Its encoder reads max_len x (levels + 1) tokens for every row "
+              "(histories left-padded to max_len items; its collision level adds a 4th code) and its decoder "
+              "levels + 1 positions; semrec's reads the batch's longest history x 3 codes (+ an anchor) and 3.",
+              f"Trainer (TCA) at {ratio:.0%} of cornac's samples/s: target (at or above cornac) "
+              + ("met." if ratio >= 1 else "missed.")]
+    return notes
 
 
 def write_markdown(res: dict, path: Path) -> None:
@@ -131,7 +215,7 @@ def write_markdown(res: dict, path: Path) -> None:
             sp = f"{r['bf16_speedup']:.2f}x" if r["bf16_speedup"] else "-"
             lines.append(f"| {r['contender']} | {r['dtype']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
                          f"{r['vs_minimal_same_dtype']:.0%} | {sp} |")
-        lines.append("")
+        lines += ["", *throughput_notes(tp), ""]
     if res.get("notes"):
         lines += res["notes"] + [""]
     with atomic_file(path) as f:

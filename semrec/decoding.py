@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from semrec.errors import SemrecError
+from semrec.runtime import bf16_autocast
 
 
 @dataclass
@@ -81,16 +82,27 @@ def _fixed_length(codes: torch.Tensor, pad_id: int) -> bool:
 
 @torch.no_grad()
 def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, constrained: bool = True,
-                renormalize: bool = False, temperature: float = 1.0, max_len: int | None = None) -> BeamSearchOutput:
+                renormalize: bool = False, temperature: float = 1.0, max_len: int | None = None,
+                bf16: bool = False) -> BeamSearchOutput:
     """Top-`top_k` (default `num_beams`) items per user of `batch` (a Batch on the model's device).
 
     model: a GenerativeRecommender (prefill / expand_state / step hooks, prefix_index(), pad_id, eos_id).
+    bf16: run the model under bf16 autocast where that pays (CUDA, or a CPU with native bf16; elsewhere
+    float32: `semrec.runtime.bf16_autocast`); beam scores are summed in float32 either way.
     """
     if num_beams < 1:
         raise SemrecError(f"num_beams must be >= 1, got {num_beams}")
     top_k = num_beams if top_k is None else top_k
     if not 1 <= top_k <= num_beams:
         raise SemrecError(f"top_k must be in 1..num_beams ({num_beams}), got {top_k}")
+    dev = model.device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_autocast(dev, bf16)):
+        return _search(model, batch, num_beams, top_k, constrained, renormalize, temperature, max_len)
+
+
+def _search(model, batch, k: int, top_k: int, constrained: bool, renormalize: bool, temperature: float,
+            max_len: int | None) -> BeamSearchOutput:
+    """`beam_search` with `k` beams, its arguments checked."""
     index = model.prefix_index()
     pad, eos = model.pad_id, model.eos_id
     max_len = index.max_len if max_len is None else max_len
@@ -100,7 +112,6 @@ def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, 
 
     logits, state = model.prefill(batch)
     b, v = logits.shape
-    k = num_beams
     dev = logits.device
     state = model.expand_state(state, k)
     rows = torch.arange(b, device=dev)[:, None] * k  # first global row of each user's beams

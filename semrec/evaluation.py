@@ -54,13 +54,21 @@ def target_ranks(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(hit.any(1), pos, torch.zeros_like(pos))
 
 
+def _length_order(model, table: ExampleTable) -> torch.Tensor:
+    """(E,) the rows of `table` by the number of history items `model` reads (stable): batches of these
+    consecutive rows are padded to about their own length, not to the longest history of the split."""
+    return torch.argsort((table.histories[:, -model.max_history:] >= 0).sum(1), stable=True)
+
+
 @torch.no_grad()
 def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | None = None,
              batch_size: int = 256, constrained: bool = True, renormalize: bool = False,
-             temperature: float = 1.0, teacher=None, progress: bool = False, decode: str = "beam") -> dict[str, Any]:
-    """Beam-search every row of `table` (`decode="exact"`: the exact top-`top_k` lists, `num_beams` and
-    `constrained` unused). Returns CPU tensors `items` (E, K), `scores` (E, K), the invalid counts and,
-    with a teacher, `teacher_matches`: rows whose generated top-1 is the teacher's top-1."""
+             temperature: float = 1.0, teacher=None, progress: bool = False, decode: str = "beam",
+             bf16: bool = False) -> dict[str, Any]:
+    """Beam-search every row of `table` (batches of rows of similar history length: `_length_order`;
+    `decode="exact"`: the exact top-`top_k` lists, `num_beams` and `constrained` unused). Returns CPU tensors
+    `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a teacher, `teacher_matches`:
+    rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search` (beam search only)."""
     from tqdm.auto import tqdm
 
     dev = model.device
@@ -69,7 +77,8 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
     invalid = total = 0
     was_training = model.training
     model.eval()
-    batches = list(table.batches(batch_size))
+    order = _length_order(model, table)
+    batches = [order[lo:lo + batch_size] for lo in range(0, len(table), batch_size)]
     for rows in tqdm(batches, desc="decode", disable=not progress, leave=False):
         batch = model.collate(table, rows, with_targets=False).to(dev)
         if decode == "exact":
@@ -77,7 +86,7 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
                                temperature=temperature)
         else:
             out = beam_search(model, batch, num_beams=num_beams, top_k=top_k, constrained=constrained,
-                              renormalize=renormalize, temperature=temperature)
+                              renormalize=renormalize, temperature=temperature, bf16=bf16)
         bad, tot = out.invalid_count()
         invalid, total = invalid + bad, total + tot
         items.append(out.items.cpu())
@@ -88,7 +97,8 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
             matches.append(round(collaborative_consistency(out.items[:, 0], t_top1) * len(rows)))  # a count
     if was_training:
         model.train()
-    res = {"items": torch.cat(items), "scores": torch.cat(scores), "invalid": invalid, "hypotheses": total}
+    back = torch.argsort(order)  # decoding order -> row order
+    res = {"items": torch.cat(items)[back], "scores": torch.cat(scores)[back], "invalid": invalid, "hypotheses": total}
     if teacher is not None:
         res["teacher_matches"] = float(sum(matches))
     return res
@@ -133,8 +143,8 @@ def decoding_defaults(model, renormalize: bool | None = None, temperature: float
 def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol: str = "T",
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
-             max_rows: int | None = None, popularity=None, progress: bool = False,
-             return_ranks: bool = False, decode: str = "beam") -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+             max_rows: int | None = None, popularity=None, progress: bool = False, return_ranks: bool = False,
+             decode: str = "beam", bf16: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
     `cc` (with a teacher), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
     `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams` (beam) or `decode` ("exact"),
@@ -145,7 +155,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     in the ranking (no decoding removes them), items sharing one token sequence are one entry (the smallest
     id, targets compared by it), and in exact lists equal scores rank the smaller item id first.
 
-    renormalize / temperature default to how the model was trained (`decoding_defaults`)."""
+    renormalize / temperature default to how the model was trained (`decoding_defaults`). bf16: beam search
+    under bf16 autocast on CUDA or a CPU with native bf16 (`semrec.decoding.beam_search`)."""
     renormalize, temperature = decoding_defaults(model, renormalize, temperature)
     ks = tuple(ks or ks_for(protocol))
     if decode not in DECODE_MODES:
@@ -169,7 +180,7 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
         teacher.eval()
     t0 = time.perf_counter()
     kw = dict(num_beams=num_beams, top_k=max(ks) if exact else None, batch_size=batch_size, constrained=constrained,
-              renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode)
+              renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode, bf16=bf16)
     if distributed.is_distributed():  # each rank decodes whole batches of its share; gathered in row order
         gen = _sharded_generate(model, table, progress=progress and distributed.is_main(), **kw)
     else:
@@ -191,8 +202,10 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
 
 def _sharded_generate(model, table: ExampleTable, *, batch_size: int, num_beams: int, teacher=None,
                       **kw: Any) -> dict[str, Any]:
-    """`generate` over this rank's share of `table` (whole batches, so every batch is decoded exactly as
-    in one process), gathered so that every rank holds the full result in row order."""
+    """`generate` over this rank's share of `table` in length order (whole batches, so every batch is decoded
+    exactly as in one process), gathered so that every rank holds the full result in row order."""
+    order = _length_order(model, table)
+    table = ExampleTable(table.histories[order], table.users[order], table.targets[order])
     lo, hi = distributed.shard_bounds(len(table), chunk=batch_size)
     if hi > lo:
         part = ExampleTable(table.histories[lo:hi], table.users[lo:hi], table.targets[lo:hi])
@@ -204,7 +217,8 @@ def _sharded_generate(model, table: ExampleTable, *, batch_size: int, num_beams:
         items, scores = torch.empty(0, width, dtype=torch.long), torch.empty(0, width)
     counts = distributed.all_reduce_sum(torch.tensor(
         [gen["invalid"], gen["hypotheses"], gen.get("teacher_matches", 0.0)], dtype=torch.float64))
-    res = {"items": distributed.gather_cat(items), "scores": distributed.gather_cat(scores),
+    back = torch.argsort(order)
+    res = {"items": distributed.gather_cat(items)[back], "scores": distributed.gather_cat(scores)[back],
            "invalid": int(counts[0]), "hypotheses": int(counts[1])}
     if teacher is not None:
         res["teacher_matches"] = float(counts[2])

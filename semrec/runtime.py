@@ -39,9 +39,10 @@ def cpu_bf16_native() -> bool:
 
 
 def bf16_autocast(device: torch.device, requested: bool | None) -> bool:
-    """Whether to train under bf16 autocast on `device`. None: on for CUDA, off on a CPU (float32 is the CPU
-    default until benchmarks/results/cpu_bf16.md shows bf16 within seed noise). True: on for CUDA and for a
-    CPU with native bf16; a CPU without it falls back to float32 (emulated bf16 is slower). False: off."""
+    """Whether to train or decode under bf16 autocast on `device`. None: on for CUDA, off on a CPU (float32 is
+    the CPU default for training until benchmarks/results/cpu_bf16.md shows bf16 within seed noise). True: on
+    for CUDA and for a CPU with native bf16; a CPU without it falls back to float32 (emulated bf16 is
+    slower). False: off."""
     if requested is False:
         return False
     if device.type == "cuda":

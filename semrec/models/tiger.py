@@ -192,10 +192,11 @@ class TigerRecommender(GenerativeRecommender):
     # The decoder step is written out on the HF modules' weights so that the beams of a user share one copy
     # of the cross-attention keys/values: their queries are grouped as (B, H, beams, d) against (B, H, S, d).
     # transformers' generate() instead repeats (and reorders every step) that cache once per beam. The
-    # tests check these logits against the HF forward pass and generate().
+    # encoder pass is written out too (`_encode`: benchmarks/results/decoding_speed.md). The tests check
+    # these logits against the HF forward pass and generate().
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        enc = self.hf.get_encoder()(**self._encoder_inputs(batch), attention_mask=batch.attention_mask,
-                                    return_dict=True).last_hidden_state
+        mask_bias = self._mask_bias(batch.attention_mask)
+        enc = self._encode(batch, mask_bias)
         b, s, _ = enc.shape
         cross = []
         for blk in self.hf.decoder.block:
@@ -203,11 +204,34 @@ class TigerRecommender(GenerativeRecommender):
             k, v = (proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim) for proj in (att.k, att.v))
             # stored as the matmuls read them, (B, H, d, S) and (B, H, S, d), so no step copies them again
             cross.append((k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()))
-        bias = torch.zeros((b, 1, 1, s), dtype=enc.dtype, device=enc.device)
-        bias = bias.masked_fill(batch.attention_mask[:, None, None, :] == 0, torch.finfo(enc.dtype).min)
-        state = {"cross": cross, "bias": bias, "self": None, "t": 0}
+        state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0, "group": 1}
         start = batch.input_ids.new_full((b,), self.start_id)
         return self._decode_step(start, state)
+
+    def _mask_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, S) float32 additive attention bias: 0 on source tokens, the float32 minimum on padding."""
+        bias = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
+        return bias.masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)[:, None, None, :]
+
+    def _encode(self, batch: Batch, mask_bias: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) T5 encoder states at inference (no dropout), written out on the HF modules' weights:
+        one q/k/v projection per layer, the relative position bias plus padding built once for all layers,
+        the feed-forward's ReLU in place and, under bf16 autocast, no float32 copy of its hidden layer."""
+        enc = self.hf.encoder
+        inputs = self._encoder_inputs(batch)
+        x = inputs["inputs_embeds"] if "inputs_embeds" in inputs else enc.embed_tokens(inputs["input_ids"])
+        b, s, _ = x.shape
+        bias = enc.block[0].layer[0].SelfAttention.compute_bias(s, s, device=x.device) + mask_bias  # (B, H, S, S)
+        for blk in enc.block:
+            sa = blk.layer[0]
+            att = sa.SelfAttention
+            h, d = att.n_heads, att.key_value_proj_dim
+            qkv = nn.functional.linear(sa.layer_norm(x), torch.cat([att.q.weight, att.k.weight, att.v.weight]))
+            q, k, v = qkv.view(b, s, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, S, d)
+            out = self._attend(q, k.transpose(-1, -2), v, bias)
+            x = x + att.o(out.transpose(1, 2).reshape(b, s, h * d))
+            x = _feed_forward(blk.layer[1], x)
+        return enc.final_layer_norm(x)
 
     def expand_state(self, state: dict, beams: int) -> dict:
         selfkv = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in state["self"]]
@@ -231,7 +255,15 @@ class TigerRecommender(GenerativeRecommender):
     def _attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """q (.., H, Q, d), kt keys transposed (.., H, d, S), v (.., H, S, d), bias broadcastable to scores."""
         scores = torch.matmul(q, kt) + bias  # T5: no 1/sqrt(d) scaling
-        return torch.matmul(torch.softmax(scores.float(), -1).type_as(scores), v)
+        return torch.matmul(torch.softmax(scores.float(), -1).to(v.dtype), v)
+
+    @staticmethod
+    def _attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One query per row: q (R, H, 1, d), k and v (R, H, L, d), bias (1, H, 1, L) -> (R, H, 1, d). Broadcast
+        products and sums: R*H matmuls of 1 x L are too small for a batched matmul to pay off."""
+        scores = (q * k).sum(-1)[:, :, None, :] + bias
+        probs = torch.softmax(scores.float(), -1).to(v.dtype)  # under autocast: v stays bf16
+        return (probs.transpose(-1, -2) * v).sum(-2, keepdim=True)
 
     def _decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         dec = self.hf.decoder
@@ -250,15 +282,24 @@ class TigerRecommender(GenerativeRecommender):
                 k = torch.cat([state["self"][i][0], k], 2)
                 v = torch.cat([state["self"][i][1], v], 2)
             new_self.append((k, v))
-            x = x + att.o(self._attend(q, k.transpose(-1, -2), v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
+            x = x + att.o(self._attend_one(q, k, v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
             att = ca.EncDecAttention
             q = att.q(ca.layer_norm(x)).view(b, g, h, d).transpose(1, 2)  # (B, H, beams, d)
             ck, cv = state["cross"][i]
             out = self._attend(q, ck, cv, state["bias"])  # (B, H, beams, d)
             x = x + att.o(out.transpose(1, 2).reshape(r, 1, h * d))
-            x = blk.layer[2](x)
+            x = _feed_forward(blk.layer[2], x)
         x = dec.final_layer_norm(x)
         if getattr(self.hf.config, "scale_decoder_outputs", self.hf.config.tie_word_embeddings):
             x = x * (self.hf.model_dim ** -0.5)
         logits = self.hf.lm_head(x)[:, 0]
         return logits, {**state, "self": new_self, "t": t + 1}
+
+
+def _feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x + T5LayerFF(x) at inference. With T5's ReLU feed-forward: the ReLU in place and the hidden layer
+    kept in the projection's dtype (transformers casts it to float32 under bf16 autocast, and back)."""
+    dense = layer.DenseReluDense
+    if not (hasattr(dense, "wi") and isinstance(dense.act, nn.ReLU)):
+        return layer(x)
+    return x + dense.wo(dense.wi(layer.layer_norm(x)).relu_())

@@ -55,6 +55,7 @@ class EvalSpec:
     batch_size: int = 256
     max_test_rows: int | None = None  # None = the whole test split
     select_on: str = "ndcg@10"  # valid metric that picks a sweep's value
+    bf16: bool = False  # decode under bf16 autocast on CUDA or a CPU with native bf16 (semrec.decoding.beam_search)
 
 
 @dataclass

@@ -188,6 +188,8 @@ class Pipeline:
                   "max_rows": ev.max_test_rows if split == "test" else None, "diagnostics": 1}
         if ev.decode != "beam":  # only then: beam stages keep the keys they were cached under
             config["decode"] = ev.decode
+        if ev.bf16:  # only when on: the stage keys of float32 evaluations made before this option stay valid
+            config["bf16"] = True
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -198,7 +200,7 @@ class Pipeline:
             metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
-                                      progress=self.progress, return_ranks=True, decode=ev.decode)
+                                      progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16)
             write_json(tmp / "metrics.json", metrics)
             np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 

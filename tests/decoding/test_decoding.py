@@ -12,6 +12,7 @@ from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.itemtok.artifact import ItemTokenization
 from semrec.models import build_model
+from semrec.runtime import bf16_autocast
 
 torch.set_num_threads(1)
 B = 6
@@ -185,3 +186,44 @@ def test_llama_beams_share_one_copy_of_the_prompt(cfg, shared):
     if shared:
         assert all(k.shape[0] == B for k, _ in state["prompt"])
         assert all(k.shape[0] == B * 4 and k.shape[2] == 1 for k, _ in state["gen"])
+
+
+TIGER_2L = dict(TIGER_PLAIN, num_layers=2, num_decoder_layers=2, num_heads=3)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_tiger_encoder_pass_equals_transformers_encoder(impl):
+    """TIGER's prefill runs its own T5 encoder pass (one q/k/v projection, the ReLU in place): on padded
+    batches its first-token logits are transformers' forward pass's (either attention implementation),
+    and its top-K is generate()'s, which runs transformers' encoder module."""
+    for cfg in (TIGER_2L, dict(TIGER_RICH, num_layers=2)):
+        model, batch = _setup("tiger", cfg, semantic_ids(50))
+        model.hf.set_attn_implementation(impl)
+        assert (batch.attention_mask == 0).any()  # histories of 1..8 items: padded rows
+        with torch.no_grad():
+            first, _ = model.prefill(batch)
+            batch.target_tokens = model.codes[:B]  # position 0 reads the start token only
+            torch.testing.assert_close(first, model(batch)[:, 0], atol=1e-5, rtol=1e-5)
+    model, batch = _setup("tiger", TIGER_2L, semantic_ids(50))
+    model.hf.set_attn_implementation(impl)
+    items, scores = _hf_top_k(model, batch, 10)
+    ours = beam_search(model, batch, num_beams=10)
+    assert torch.equal(ours.items, items)
+    torch.testing.assert_close(ours.scores, scores, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,cfg", [("tiger", TIGER_RICH), ("decoder", LLAMA_TINY)])
+def test_bf16_decoding_stays_close_to_float32(name, cfg):
+    """bf16=True autocasts on a CPU with native bf16 (float32 elsewhere): catalogue items, mostly float32's,
+    each scored within bf16 rounding of its float32 score (a near-tie may be pruned differently)."""
+    model, batch = _setup(name, cfg, semantic_ids(50))
+    ref = beam_search(model, batch, num_beams=5)
+    got = beam_search(model, batch, num_beams=5, bf16=True)
+    assert (got.items >= 0).all() and got.scores.dtype == torch.float32
+    if not bf16_autocast(torch.device("cpu"), True):
+        assert torch.equal(got.items, ref.items)
+    same = got.items[:, :, None] == ref.items[:, None, :]  # (B, K, K): item j of ours is item l of float32's
+    assert same.sum() >= 0.8 * same.shape[0] * same.shape[1]
+    pairs = same.nonzero()
+    torch.testing.assert_close(got.scores[pairs[:, 0], pairs[:, 1]], ref.scores[pairs[:, 0], pairs[:, 2]],
+                               atol=0.05, rtol=0)

@@ -10,7 +10,8 @@ from helpers.generative import TIGER_TINY, examples, score_items, semantic_ids, 
 from semrec.cf import SASRec, SASRecConfig
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
-from semrec.evaluation import evaluate, result_row
+from semrec.decoding import beam_search
+from semrec.evaluation import evaluate, generate, result_row
 from semrec.itemtok.artifact import ItemTokenization
 from semrec.data.examples import ExampleTable
 from semrec.models import build_model
@@ -79,3 +80,17 @@ def test_items_sharing_a_title_count_as_one_entry():
     me = evaluate(model, ex, decode="exact", ks=(11, 12))  # the same entries: a twelfth slot stays empty
     assert me["hr@11"] == 1.0 and me["ndcg@11"] == pytest.approx(m["ndcg@11"])
     assert math.isclose(me["coverage@12"], 11 / 12) and me["mrr"] == pytest.approx(m["mrr"])
+
+
+def test_rows_are_decoded_in_batches_of_similar_length_and_returned_in_row_order():
+    """generate() groups rows by history length (less padding); every row's beam is the one it gets in a batch
+    of all rows, at its own position."""
+    tok = semantic_ids(50)
+    model = build_model("tiger", tok, TIGER_TINY, seed=0).eval()
+    table = ExampleTable.from_examples(examples(30, 50, seed=5), 8)
+    lengths = (table.histories >= 0).sum(1)
+    assert len(set(lengths.tolist())) > 3
+    whole = beam_search(model, model.collate(table, torch.arange(30), with_targets=False), num_beams=6)
+    got = generate(model, table, num_beams=6, batch_size=4)
+    assert torch.equal(got["items"], whole.items)
+    torch.testing.assert_close(got["scores"], whole.scores, atol=1e-5, rtol=1e-5)

@@ -132,6 +132,14 @@ def test_run_end_to_end_then_reuse(tiny):
     run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs5.append, progress=False)
     assert not [m for m in logs5 if "computing" in m]  # the beam stages kept their keys
 
+    # bf16 decoding is an evaluation of its own; the trained model and the float32 evaluations are reused
+    logs6 = []
+    recipe6 = load_recipe(tiny / "recipe.yaml", ["eval.bf16=true"])
+    recipe6.models = recipe6.models[:1]
+    res6 = run_recipe(recipe6, tiny / "run", log=logs6.append, progress=False)
+    assert [m.split("]")[0] for m in logs6 if "computing" in m] == ["[eval-test"]
+    assert res6["rows"][3]["invalid_rate"] == 0.0
+
 
 def test_model_stage_is_keyed_by_the_precision_used_not_the_request(tiny, monkeypatch):
     """`bf16: true` on a CPU without native bf16 trains in float32: it reuses the float32 stage."""
