@@ -197,7 +197,7 @@ def plot_comparison(rows: Sequence[dict], path: str | Path, *, title: str = "") 
     axes[1, 1].set_title("collision rate before resolution")
     for ax in axes.flat:
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=90 if len(rows) > 8 else 0)  # long names would overlap
     axes[0, 0].legend(fontsize=7, loc="lower right")
     for ax in (axes[0, 1], axes[1, 0]):
         ax.legend(fontsize=7)
