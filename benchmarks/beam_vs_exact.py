@@ -33,7 +33,7 @@ from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.errors import SemrecError
-from semrec.evaluation import decoding_defaults, generate, score_lists
+from semrec.evaluation import decoding_defaults, generate, most_popular_lists, score_lists
 from semrec.metrics import paired_gain
 from semrec.models import load_model
 from semrec.pipeline.cache import StageCache
@@ -90,6 +90,9 @@ def run_models(run_dir: str, results_name: str, *, seed: int, rows: int, beams: 
     facts = {"recipe": run.result.get("recipe", results_name), "results": f"benchmarks/results/{results.name}",
              "run_dir": Path(run_dir).name, "dataset": dataset.name, "protocol": run.result.get("protocol"),
              "data": run.result.get("data"), "recipe_commit": run.result.get("commit")}
+    pop_lists = most_popular_lists(popularity, len(test), K)
+    metrics, _ = score_lists(pop_lists, test.targets, (K,), num_items=dataset.num_items, popularity=popularity)
+    yield facts, {"model": "MostPop", "reference": True, **{m: metrics[m] for m in LIST_METRICS}}
     for row in picked:
         stage = run.model_stage(row)
         want = read_json(stage / "stage.json").get("inputs", {}).get("data")
@@ -114,6 +117,10 @@ def markdown(meta: dict) -> str:
              "| beam CPU s | exact CPU s | exact users / CPU s |",
              "|---" * 15 + "|"]
     for e in meta["entries"]:
+        if e.get("reference"):  # one list for every row: no search, nothing to compare
+            lines.append(f"| {e['dataset']} | {e['model']} | {f4(e['hr@10'])} | - | - | {f4(e['ndcg@10'])} | - | - "
+                         f"| - | - | - | {e['coverage@10']:.4f} | - | - | - |")
+            continue
         b, x, d = e["beam"], e["exact"], e["diff"]
         lines.append(
             f"| {e['dataset']} | {e['model']} | {f4(b['hr@10'])} | {f4(x['hr@10'])} | {d['hr@10']:+.4f} "

@@ -63,9 +63,22 @@ def load_or_train_teacher(ds, root: Path, *, epochs: int, seed: int, progress: b
     with torch.no_grad():
         valid = evaluate_teacher(teacher, ds.valid, ks=(10,))
         emb = teacher.item_embeddings().detach().float().cpu().numpy()
+    mostpop = most_popular_metrics(ds, ds.valid.targets)
     info.update(type=teacher.name, hidden=int(emb.shape[1]), valid_ndcg10=valid.get("ndcg@10"),
-                valid_hr10=valid.get("hr@10"))
+                valid_hr10=valid.get("hr@10"), mostpop_valid_ndcg10=mostpop["ndcg@10"],
+                mostpop_valid_hr10=mostpop["hr@10"])
     return emb, info
+
+
+def most_popular_metrics(ds, targets) -> dict[str, float]:
+    """NDCG@10 / HR@10 of MostPop (the 10 most frequent training targets) on `targets`, scored by the same
+    function as every recommender: the bar a teacher must clear to have learned the user."""
+    from semrec.evaluation import most_popular_lists, score_lists
+    from semrec.pipeline.run import train_popularity
+
+    pop = train_popularity(ds)
+    metrics, _ = score_lists(most_popular_lists(pop, len(targets), 10), targets, (10,), num_items=ds.num_items)
+    return metrics
 
 
 def kept_rows(path: Path, run: set[tuple[str, str]]) -> tuple[list[dict], dict]:
@@ -201,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{name} {r['name']}: under 80% of the codebook used at " + ", ".join(low))
     for name, t in teachers.items():
         notes.append(f"{name} teacher: SASRec {t['hidden']}-d ({t['source']}, {t['dir_name']}), valid NDCG@10 "
-                     f"{t['valid_ndcg10']:.4f}, HR@10 {t['valid_hr10']:.4f} (protocol T valid_5000, full ranking).")
+                     f"{t['valid_ndcg10']:.4f}, HR@10 {t['valid_hr10']:.4f} (protocol T valid_5000, full ranking)"
+                     + (f"; MostPop on the same rows: NDCG@10 {t['mostpop_valid_ndcg10']:.4f}, HR@10 "
+                        f"{t['mostpop_valid_hr10']:.4f}." if "mostpop_valid_ndcg10" in t else "."))
     for c in sorted({r["commit"] for r in kept}):
         names = sorted({f"{r['dataset']} {r['name']}" for r in kept if r["commit"] == c})
         notes.append(f"Rows kept from the earlier run at commit {c} (--keep-rows, not refitted): {', '.join(names)}.")

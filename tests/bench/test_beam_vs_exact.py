@@ -39,3 +39,11 @@ def test_beam_and_exact_lists_are_scored_alike(n):
         assert got["overlap@10"] == 1.0 and got["top1_agree"] == 1.0
         assert d["hr@10"] == 0 and d["ndcg@10"] == pytest.approx(0) and got["beam"] == {
             **got["exact"], **{k: got["beam"][k] for k in ("wall_s", "cpu_s", "users_per_cpu_s")}}
+
+
+def test_markdown_carries_the_mostpop_row_of_each_dataset():
+    meta = {"beams": 10, "rows": 3, "seed": 0, "commit": "c", "machine": "m", "threads": 1, "batch_size": 256,
+            "runs": [], "entries": [{"dataset": "office-t", "model": "MostPop", "reference": True, "hr@10": 0.25,
+                                     "ndcg@10": 0.125, "coverage@10": 0.001, "pop1%@10": 1.0}]}
+    md = beam_vs_exact.markdown(meta)
+    assert "| office-t | MostPop | 0.2500 | - | - | 0.1250 |" in md
