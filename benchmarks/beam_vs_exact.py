@@ -164,6 +164,9 @@ def main() -> None:
             write_json(RESULTS / f"{args.out_name}.json", meta)
             with atomic_file(RESULTS / f"{args.out_name}.md") as f:
                 f.write(markdown(meta))
+            if entry.get("reference"):
+                print(f"{facts['dataset']} MostPop: NDCG@10 {entry['ndcg@10']:.4f}", flush=True)
+                continue
             print(f"{facts['dataset']} {entry['model']}: overlap@10 {entry['overlap@10']:.3f}, NDCG@10 beam "
                   f"{entry['beam']['ndcg@10']:.4f} exact {entry['exact']['ndcg@10']:.4f}, exact "
                   f"{entry['exact']['users_per_cpu_s']:.2f} users/CPU s", flush=True)
