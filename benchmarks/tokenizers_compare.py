@@ -90,6 +90,11 @@ def kept_rows(path: Path, run: set[tuple[str, str]]) -> tuple[list[dict], dict]:
         raise SystemExit(f"--keep-rows: {path} does not exist")
     old = json.loads(path.read_text())
     rows = [{"commit": old.get("commit"), **r} for r in old["rows"] if (r["dataset"], r["name"]) not in run]
+    # the file's teacher records are those of its own run: rows it had itself kept from older runs keep a
+    # mark, so their CF-neighbour columns are never taken for this teacher's
+    for r in rows:
+        if r["commit"] != old.get("commit"):
+            r.setdefault("teacher_run", r["commit"])
     return rows, old.get("teachers", {})
 
 
@@ -220,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     for c in sorted({r["commit"] for r in kept}):
         names = sorted({f"{r['dataset']} {r['name']}" for r in kept if r["commit"] == c})
         notes.append(f"Rows kept from the earlier run at commit {c} (--keep-rows, not refitted): {', '.join(names)}.")
+    for c in sorted({r["teacher_run"] for r in kept if "teacher_run" in r}):
+        notes.append(f"Rows kept from commit {c}: their CF-neighbour columns come from that run's SASRec teacher, "
+                     f"trained like this one (its valid NDCG@10 is in that commit's results); the other columns do "
+                     f"not depend on the teacher.")
     for name in sorted({r["dataset"] for r in kept} & set(old_teachers) & set(run_now)):
         before, now = old_teachers[name]["valid_ndcg10"], teachers[name]["valid_ndcg10"]
         if before != now:
