@@ -35,11 +35,11 @@ def join(intrinsic: dict, result: dict) -> list[dict]:
             for m in ("ndcg@10", "hr@10", "cc"):
                 by[(r["tokenizer"], loss)][m].append(float(r[m]))
     rows = []
-    for ir in intrinsic["rows"]:
-        if ir["dataset"] != ds or (ir["scheme"], "ntp") not in by:
+    for ir in intrinsic["rows"]:  # by scheme file stem, as results name tokenizers; files may share a quantizer
+        if ir["dataset"] != ds or (ir["name"], "ntp") not in by:
             continue
-        ntp, tca = by[(ir["scheme"], "ntp")], by.get((ir["scheme"], "tca"), {})
-        rows.append({"scheme": ir["scheme"], "dataset": ds, "collision_rate_before": ir["collision_rate_before"],
+        ntp, tca = by[(ir["name"], "ntp")], by.get((ir["name"], "tca"), {})
+        rows.append({"scheme": ir["name"], "dataset": ds, "collision_rate_before": ir["collision_rate_before"],
                      "perplexity": ir["perplexity"], "recon_rel_mse": ir["recon_rel_mse"],
                      "cf_agree1": ir["cf_agree1"], "cf_lift1": ir["cf_lift1"], "ntp": dict(ntp), "tca": dict(tca)})
     return rows

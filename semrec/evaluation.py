@@ -1,6 +1,8 @@
 """Evaluate a generative recommender on a split with trie-constrained beam search.
 
-Protocol T: HR/NDCG@{1,3,5,10}, beams 10 (TCA4Rec). Protocol P: Recall/NDCG@{5,10} (TIGER). Both also
+Protocol T: HR/NDCG@{1,3,5,10}, beams 10 (TCA4Rec). Protocol P: Recall/NDCG@{5,10} (TIGER). `decode="exact"`
+ranks the whole catalogue by each item's exact log-probability instead (`semrec.decoding.exact_search`: what
+beam search approximates; much slower) and scores those top-K lists the same way. Both also
 report collaborative consistency against a CF teacher (share of rows whose generated top-1 is the
 teacher's top-1; `semrec.metrics.collaborative_consistency`), how personal the lists are (catalogue
 coverage@K, distinct top-1 items, and with item popularity the share of slots taken by the 1% most
@@ -26,13 +28,14 @@ import torch
 from semrec import distributed
 from semrec.cf.base import check_logits, teacher_name
 from semrec.data.dataset import Examples
-from semrec.decoding import beam_search
+from semrec.decoding import beam_search, exact_search
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.metrics import collaborative_consistency, list_diagnostics, rank_metrics
 from semrec.runtime import describe_machine
 
 PROTOCOL_KS = {"T": (1, 3, 5, 10), "P": (5, 10)}
+DECODE_MODES = ("beam", "exact")
 
 
 def ks_for(protocol: str) -> tuple[int, ...]:
@@ -60,10 +63,12 @@ def _length_order(model, table: ExampleTable) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | None = None,
              batch_size: int = 256, constrained: bool = True, renormalize: bool = False,
-             temperature: float = 1.0, teacher=None, progress: bool = False, bf16: bool = False) -> dict[str, Any]:
-    """Beam-search every row of `table` (batches of rows of similar history length: `_length_order`).
-    Returns CPU tensors `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a
-    teacher, `teacher_matches`: rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search`."""
+             temperature: float = 1.0, teacher=None, progress: bool = False, decode: str = "beam",
+             bf16: bool = False) -> dict[str, Any]:
+    """Beam-search every row of `table` (batches of rows of similar history length: `_length_order`;
+    `decode="exact"`: the exact top-`top_k` lists, `num_beams` and `constrained` unused). Returns CPU tensors
+    `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a teacher, `teacher_matches`:
+    rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search` (beam search only)."""
     from tqdm.auto import tqdm
 
     dev = model.device
@@ -76,8 +81,12 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
     batches = [order[lo:lo + batch_size] for lo in range(0, len(table), batch_size)]
     for rows in tqdm(batches, desc="decode", disable=not progress, leave=False):
         batch = model.collate(table, rows, with_targets=False).to(dev)
-        out = beam_search(model, batch, num_beams=num_beams, top_k=top_k, constrained=constrained,
-                          renormalize=renormalize, temperature=temperature, bf16=bf16)
+        if decode == "exact":
+            out = exact_search(model, batch, top_k=top_k or num_beams, renormalize=renormalize,
+                               temperature=temperature)
+        else:
+            out = beam_search(model, batch, num_beams=num_beams, top_k=top_k, constrained=constrained,
+                              renormalize=renormalize, temperature=temperature, bf16=bf16)
         bad, tot = out.invalid_count()
         invalid, total = invalid + bad, total + tot
         items.append(out.items.cpu())
@@ -121,24 +130,41 @@ def random_lists(num_items: int, n_rows: int, k: int, *, seed: int = 0) -> torch
     return torch.rand(n_rows, num_items, generator=gen).topk(k, dim=1).indices
 
 
+def decoding_defaults(model, renormalize: bool | None = None, temperature: float | None = None) -> tuple[bool, float]:
+    """(renormalize, temperature) to decode `model` with; those not given follow how it was trained
+    (`model.training_info`: MSL models decode with the softmax over allowed tokens, at the training
+    temperature tau)."""
+    info = getattr(model, "training_info", {}) or {}
+    renormalize = bool(info.get("msl", False)) if renormalize is None else renormalize
+    temperature = float(info.get("tau") or 1.0) if temperature is None else temperature
+    return renormalize, temperature
+
+
 def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol: str = "T",
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
              max_rows: int | None = None, popularity=None, progress: bool = False, return_ranks: bool = False,
-             bf16: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+             decode: str = "beam", bf16: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
     `cc` (with a teacher), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
-    `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams`, `wall_time_s`. With
-    `return_ranks`, also the (E,) 1-based target ranks in the beam (0 = absent).
+    `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams` (beam) or `decode` ("exact"),
+    `wall_time_s`. With `return_ranks`, also the (E,) 1-based target ranks in the lists (0 = absent).
 
-    renormalize / temperature default to how the model was trained (`model.training_info`: MSL models
-    decode with the softmax over allowed tokens, at the training temperature tau). bf16: decode under bf16
-    autocast on CUDA or a CPU with native bf16 (`semrec.decoding.beam_search`)."""
-    info = getattr(model, "training_info", {}) or {}
-    renormalize = bool(info.get("msl", False)) if renormalize is None else renormalize
-    temperature = float(info.get("tau") or 1.0) if temperature is None else temperature
+    decode "beam": `num_beams`-beam search. "exact": the top-max(ks) items of the exact scores
+    (`semrec.decoding.exact_search`; `num_beams` unused). Both lists are counted alike: history items stay
+    in the ranking (no decoding removes them), items sharing one token sequence are one entry (the smallest
+    id, targets compared by it), and in exact lists equal scores rank the smaller item id first.
+
+    renormalize / temperature default to how the model was trained (`decoding_defaults`). bf16: beam search
+    under bf16 autocast on CUDA or a CPU with native bf16 (`semrec.decoding.beam_search`)."""
+    renormalize, temperature = decoding_defaults(model, renormalize, temperature)
     ks = tuple(ks or ks_for(protocol))
-    if max(ks) > num_beams:
+    if decode not in DECODE_MODES:
+        raise SemrecError(f"evaluation: decode {decode!r}: expected one of {', '.join(DECODE_MODES)}")
+    exact = decode == "exact"
+    if exact and not constrained:
+        raise SemrecError("evaluation: decode 'exact' ranks catalogue items only; constrained=False is for beams")
+    if not exact and max(ks) > num_beams:
         raise SemrecError(f"evaluation: cut-off {max(ks)} needs at least {max(ks)} beams, got {num_beams}")
     if isinstance(examples, Examples):
         if max_rows is not None and max_rows < len(examples):
@@ -153,8 +179,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     if teacher is not None:
         teacher.eval()
     t0 = time.perf_counter()
-    kw = dict(num_beams=num_beams, batch_size=batch_size, constrained=constrained, renormalize=renormalize,
-              temperature=temperature, teacher=teacher, bf16=bf16)
+    kw = dict(num_beams=num_beams, top_k=max(ks) if exact else None, batch_size=batch_size, constrained=constrained,
+              renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode, bf16=bf16)
     if distributed.is_distributed():  # each rank decodes whole batches of its share; gathered in row order
         gen = _sharded_generate(model, table, progress=progress and distributed.is_main(), **kw)
     else:
@@ -166,7 +192,10 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     if teacher is not None:
         out["cc"] = gen["teacher_matches"] / len(table)
     out["n_rows"] = len(table)
-    out["num_beams"] = num_beams
+    if exact:
+        out["decode"] = decode
+    else:
+        out["num_beams"] = num_beams
     out["wall_time_s"] = time.perf_counter() - t0
     return (out, ranks) if return_ranks else out
 

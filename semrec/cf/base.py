@@ -191,19 +191,24 @@ class CFTeacher(nn.Module):
             raise SemrecError(f"{path}: holds a '{klass.name}' teacher, not a '{cls.name}'")
         config = load_config(klass.config_class, meta.get("model", {}), name=f"{path / CONFIG_NAME}:model")
         model = klass(int(meta["num_items"]), config)
-        state = load_safetensors(path / WEIGHTS_NAME)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # a tensor of another shape
-            raise SemrecError(f"{path / WEIGHTS_NAME}: weights do not match the config "
-                              f"({str(e).strip().splitlines()[-1].strip()})") from None
-        if missing or unexpected:
-            raise SemrecError(f"{path / WEIGHTS_NAME}: weights do not match the config "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.load_weights(path)
         model.eval()
         if device is not None:
             model.to(torch.device(device))
         return model
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load the model.safetensors of directory `path` into this teacher (its shapes must match)."""
+        f = Path(path) / WEIGHTS_NAME
+        state = load_safetensors(f)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise SemrecError(f"{f}: weights do not match the config "
+                              f"({str(e).strip().splitlines()[-1].strip()})") from None
+        if missing or unexpected:
+            raise SemrecError(f"{f}: weights do not match the config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     @staticmethod
     def read_extra(path: str | Path) -> dict:

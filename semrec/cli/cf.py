@@ -144,32 +144,22 @@ def train_cf(args: argparse.Namespace) -> int:
 def train_and_save(model_name: str, cfg, dataset, out: Path, *, device: str = "auto", restart: bool = False,
                    progress: bool = True, overwrite: bool = False) -> dict:
     """Train and evaluate (semrec.training.teacher.train_and_evaluate_teacher), then write the teacher
-    directory atomically, resumable from `.<out>.partial` after a kill; returns metrics.json."""
+    directory atomically (`save_teacher_run`), resumable from `.<out>.partial` after a kill; returns metrics.json."""
     from semrec import distributed
-    from semrec.artifacts import atomic_dir, atomic_file, write_json
-    from semrec.cf.sequences import __doc__ as rows_doc
-    from semrec.config import config_to_dict
+    from semrec.artifacts import atomic_dir
     from semrec.runtime import resolve_device
-    from semrec.training.teacher import train_and_evaluate_teacher
+    from semrec.training.teacher import save_teacher_run, train_and_evaluate_teacher
 
     distributed.init(resolve_device(device))  # under torchrun: rank 0 alone writes
     partial = out.parent / f".{out.name}.partial"
     if restart and partial.exists() and distributed.is_main():
         shutil.rmtree(partial)
     distributed.barrier()
-    tc = cfg.train
-    model, res, metrics = train_and_evaluate_teacher(model_name, cfg.model, tc, dataset, device=device,
-                                                     checkpoint_dir=partial, log_path=partial / "train_log.jsonl",
-                                                     progress=progress)
-    extra = {"dataset": dataset.name, "protocol": dataset.protocol, "train": config_to_dict(tc),
-             "best_epoch": res.best_epoch, "train_rows": " ".join((rows_doc or "").split())}
+    model, res, metrics = train_and_evaluate_teacher(model_name, cfg.model, cfg.train, dataset, device=device,
+                                                     checkpoint_dir=partial, progress=progress)
     if distributed.is_main():
         with atomic_dir(out, overwrite=overwrite) as tmp:
-            model.save_to(tmp, extra=extra)
-            write_json(tmp / "metrics.json", metrics)
-            with atomic_file(tmp / "train_log.jsonl") as f:
-                log = partial / "train_log.jsonl"
-                f.write(log.read_text() if log.is_file() else "")
+            save_teacher_run(tmp, model, res, metrics, cfg.train)
         shutil.rmtree(partial, ignore_errors=True)
     distributed.barrier()
     return metrics

@@ -12,9 +12,10 @@ from semrec.errors import SemrecError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="turn a dataset's items into token sequences (semantic IDs or titles)",
-                       description="Fit a tokenizer scheme (tokenizers/*.yaml: rqkmeans, rqvae, letter, title) on a "
-                                   "dataset's catalogue and write the ItemTokenization artifact (codes in the model "
-                                   "vocabulary, layout, lookups, config, fitted quantizer). --from-codes builds it "
+                       description="Fit a tokenizer scheme (tokenizers/*.yaml: rqkmeans, rqkmeans_balanced, pq, "
+                                   "opq, rqvae, letter, title) on a dataset's catalogue and write the ItemTokenization "
+                                   "artifact (codes in the model vocabulary, layout, lookups, config, fitted "
+                                   "quantizer). --from-codes builds it "
                                    "from semantic IDs made elsewhere (MiniOneRec/LC-Rec *.index.json with <a_N> "
                                    "tokens; GRID/LETTER-style integer codes per item in .json, .csv or .npy); "
                                    "--export writes an artifact's codes in those formats.")

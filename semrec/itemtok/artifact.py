@@ -8,7 +8,8 @@ One type for every scheme (semantic IDs from a quantizer, or title tokens):
     tok.item_of_codes([5, 300, 560])   # -> item id (smallest one if several share it), -1 if none
     index = tok.prefix_index()         # semrec.trie.PrefixIndex over tok.codes
 
-Vocabulary layout of semantic-ID schemes (`scheme` "rqkmeans", "rqvae", "letter"):
+Vocabulary layout of semantic-ID schemes (`scheme` a quantizer name of semrec.quantizers.QUANTIZERS, or
+"external" for codes made elsewhere):
     0 = <pad>, 1 = <bos>, 2 = <eos>   (always reserved; codes contain EOS only when eos_id is not None)
     level l code c -> token level_offsets[l] + c, level_offsets[0] = 3,
     level_offsets[l+1] = level_offsets[l] + codebook_sizes[l]; vocab_size = 3 + sum(codebook_sizes).
@@ -36,12 +37,13 @@ import torch
 from semrec.artifacts import atomic_dir, read_json, write_json
 from semrec.embeddings import default_model_path
 from semrec.errors import SemrecError
+from semrec.quantizers import QUANTIZERS, Quantizer
 
 FORMAT = "semrec-item-tokenization"
 FORMAT_VERSION = 1
 SID_SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
 SID_PAD, SID_BOS, SID_EOS = 0, 1, 2
-SID_SCHEMES = ("rqkmeans", "rqvae", "letter", "external")  # external: semrec.itemtok.external
+EXTERNAL_SCHEME = "external"  # codes made elsewhere: semrec.itemtok.external
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -137,7 +139,7 @@ class ItemTokenization:
 
     @property
     def is_semantic_id(self) -> bool:
-        return self.scheme in SID_SCHEMES
+        return self.scheme in QUANTIZERS or self.scheme == EXTERNAL_SCHEME
 
     @property
     def num_entries(self) -> int:
@@ -257,8 +259,6 @@ class ItemTokenization:
                               f"{meta.get('num_items')} items")
         quantizer = tokenizer = None
         if load_quantizer and meta.get("has_quantizer") and (path / "quantizer").is_dir():
-            from semrec.quantizers import Quantizer
-
             quantizer = Quantizer.from_pretrained(path / "quantizer")
         if meta.get("has_tokenizer") and (path / "tokenizer").is_dir():
             tokenizer = load_tokenizer(path / "tokenizer")

@@ -3,7 +3,9 @@
 Metrics (all computed exactly over the whole catalogue, no sampling):
 - collisions before resolution (N - distinct code tuples) and their rate; largest colliding group;
 - per level: codes used / codebook size and perplexity exp(H) of the code distribution;
-- reconstruction error: mean ||x - x_hat||^2 / mean ||x||^2 in the scheme's own embedding space;
+- reconstruction error: mean ||x - x_hat||^2 / mean ||x||^2 in the scheme's own embedding space, x_hat
+  decoded from the quantizer's encoding of x (nearest codes); `fit_relative_residual` is the same ratio for
+  the codes the fit assigned, where the quantizer records it (they differ for balanced RQ-KMeans);
 - prefix similarity: mean cosine (of a common reference embedding) over all item pairs that share their
   first code / first two codes, against the mean over all pairs ("random pairs");
 - CF-neighbour agreement: share of each item's top-k CF neighbours (cosine of teacher item embeddings,
@@ -108,6 +110,9 @@ def evaluate_tokenization(tok, *, reference_emb: np.ndarray | None = None, own_e
     row["codes_used"] = [u["codes_used"] for u in usage]
     row["perplexity"] = [round(u["perplexity"], 2) for u in usage]
     row["recon_rel_mse"] = None
+    # the codes the fit assigned to the catalogue, where the quantizer records it (balanced RQ-KMeans: its
+    # balanced codes, while recon_rel_mse re-encodes by nearest centroid)
+    row["fit_relative_residual"] = tok.quantizer.fit_info.get("relative_residual") if tok.quantizer else None
     if own_emb is not None and tok.quantizer is not None:
         x = np.asarray(own_emb, dtype=np.float32)
         xr = tok.quantizer.reconstruct(x)
@@ -192,7 +197,7 @@ def plot_comparison(rows: Sequence[dict], path: str | Path, *, title: str = "") 
     axes[1, 1].set_title("collision rate before resolution")
     for ax in axes.flat:
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=90 if len(rows) > 8 else 0)  # long names would overlap
     axes[0, 0].legend(fontsize=7, loc="lower right")
     for ax in (axes[0, 1], axes[1, 0]):
         ax.legend(fontsize=7)

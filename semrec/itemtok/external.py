@@ -30,7 +30,7 @@ import numpy as np
 
 from semrec.errors import SemrecError
 from semrec.artifacts import atomic_file
-from semrec.itemtok.artifact import LEVEL_LETTERS, ItemTokenization
+from semrec.itemtok.artifact import EXTERNAL_SCHEME, LEVEL_LETTERS, ItemTokenization
 from semrec.itemtok.quality import code_usage
 from semrec.quantizers.collisions import collision_stats, resolve_collisions
 
@@ -190,10 +190,10 @@ def tokenization_from_codes(path: str | Path, raw_ids: list[str], *, dataset_nam
     info = {"file": path.name, "format": code_format(path), "ids_without_items_skipped": skipped}
     stats = {"content": "external", "external_codes": info, "collisions": report, "usage_before_resolution": usage,
              "usage": code_usage(resolved, new_sizes)}
-    config = {"scheme_config": {"scheme": "external", "codes": info, "codebook_sizes": sizes,
+    config = {"scheme_config": {"scheme": EXTERNAL_SCHEME, "codes": info, "codebook_sizes": sizes,
                                 "collisions": collisions, "append_eos": append_eos},
               "dataset": dataset_name, "num_items": n}
-    tok = ItemTokenization.from_raw_codes(resolved, new_sizes, scheme="external", config=config,
+    tok = ItemTokenization.from_raw_codes(resolved, new_sizes, scheme=EXTERNAL_SCHEME, config=config,
                                           collisions_before=report["before"]["collisions"], append_eos=append_eos,
                                           stats=stats)
     return tok, {"collisions": report, "skipped": skipped}

@@ -1,6 +1,6 @@
 """Tokenizer schemes: a YAML file (tokenizers/*.yaml) -> an ItemTokenization for a dataset.
 
-    scheme: rqvae                 # rqkmeans | rqvae | letter | title
+    scheme: rqvae                 # rqkmeans | rqkmeans_balanced | pq | opq | rqvae | letter | title
     embedding: {content: text, template: "{title}[; brand: {brand}]"}   # semrec.embeddings.EmbedConfig
     quantizer: {codebook_sizes: [256, 256, 256], epochs: 100}          # the quantizer's config class
     collisions: {method: sinkhorn}                                      # or extra_code
@@ -16,7 +16,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from semrec.quantizers.collisions import resolve_collisions
 if TYPE_CHECKING:  # pragma: no cover
     from semrec.data.dataset import SeqDataset
 
-SCHEMES = ("rqkmeans", "rqvae", "letter", "title")
+SchemeName = Literal["rqkmeans", "rqkmeans_balanced", "pq", "opq", "rqvae", "letter", "title"]
+SCHEMES = get_args(SchemeName)  # every quantizer in QUANTIZERS, and "title"
 
 
 @dataclass
@@ -44,7 +45,7 @@ class CollisionConfig:
 
 @dataclass
 class SchemeConfig:
-    scheme: Literal["rqkmeans", "rqvae", "letter", "title"]
+    scheme: SchemeName
     description: str = ""
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     quantizer: dict[str, Any] = field(default_factory=dict)
@@ -112,8 +113,7 @@ def build_tokenization(dataset: "SeqDataset", scheme: str | Path | dict | Scheme
 
     qcfg = cfg.quantizer_config()
     quantizer = QUANTIZERS[cfg.scheme](qcfg)
-    quantizer.fit(emb, cf_emb if cfg.scheme == "letter" else None, progress=progress)
-    raw, last_dist = quantizer.encode_with_distances(emb)
+    raw, last_dist = quantizer.fit_encode(emb, cf_emb if cfg.scheme == "letter" else None, progress=progress)
     usage_before = code_usage(raw, quantizer.codebook_sizes)
     resolved, sizes, report = resolve_collisions(
         raw, cfg.collisions.method, last_dist=last_dist, codebook_sizes=quantizer.codebook_sizes,

@@ -124,6 +124,13 @@ class GenerativeRecommender(nn.Module):
         return False
 
     @property
+    def state_is_reusable(self) -> bool:
+        """Whether `step` leaves the state it is given untouched, so one state can be stepped more than
+        once (exact scoring steps a prefix's state once per chunk of its children); when False, such a
+        caller copies the state first."""
+        return False
+
+    @property
     def max_target_len(self) -> int:
         return int(self.codes.shape[1])
 
@@ -188,8 +195,10 @@ class GenerativeRecommender(nn.Module):
         raise NotImplementedError
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Reorder the state's rows by `beam_idx` (B',) (indices stay within a user's beams), feed the
-        next tokens (B',) and return the next logits (B', V)."""
+        """Continue the state's rows: new row i continues row `beam_idx[i]` (a row of the same user) with
+        token `tokens[i]`. Returns the next logits (R', V) and the new state. Each user's new rows are
+        consecutive, R' / B of them; R' may differ from the state's rows (beam search keeps it, exact
+        scoring feeds a different number of prefixes at every step)."""
         raise NotImplementedError
 
     # ----- artifacts --------------------------------------------------------------------------

@@ -69,6 +69,11 @@ class DecoderRecommender(GenerativeRecommender):
     def learns_every_item(self) -> bool:
         return getattr(self.config, "item_loss", "last") == "every"
 
+    @property
+    def state_is_reusable(self) -> bool:
+        # the shared-prompt step gathers new tensors; transformers' cache objects are updated in place
+        return supports_shared_prompt(self.hf)
+
     def _max_positions(self) -> int:
         c = self.config
         return 2 + (c.max_history + 1) * self.max_target_len + 8
@@ -181,10 +186,11 @@ class DecoderRecommender(GenerativeRecommender):
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         if "prompt" in state:  # Llama family: the beams of a user share one copy of the prompt's keys/values
             return shared_prompt_step(self.hf, state, tokens, beam_idx)
-        # Other architectures: transformers' cache, one copy per beam. The prompt mask and positions are the
-        # same for all beams of a user: only the cache is reordered.
+        # Other architectures: transformers' cache, one copy per beam
         cache = reorder_cache(state["cache"], beam_idx)
-        mask = torch.cat([state["mask"], state["mask"].new_ones((len(tokens), 1))], 1)
-        out = self.hf(input_ids=tokens[:, None], attention_mask=mask, position_ids=state["next_pos"][:, None],
+        mask = state["mask"].index_select(0, beam_idx)
+        mask = torch.cat([mask, mask.new_ones((len(tokens), 1))], 1)
+        pos = state["next_pos"].index_select(0, beam_idx)
+        out = self.hf(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos[:, None],
                       use_cache=True, return_dict=True, **self._cache_kwarg(cache))
-        return out.logits[:, -1], {"cache": self._out_cache(out), "mask": mask, "next_pos": state["next_pos"] + 1}
+        return out.logits[:, -1], {"cache": self._out_cache(out), "mask": mask, "next_pos": pos + 1}

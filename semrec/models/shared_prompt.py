@@ -79,8 +79,9 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 def shared_prompt_step(hf: nn.Module, state: dict, tokens: torch.Tensor,
                        beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Feed one token per row (R,) after reordering the rows' generated keys/values by `beam_idx` (R,)
-    (indices stay within each user's group). Returns the next-token logits (R, V) and the new state."""
+    """Feed one token per new row (R,); new row i continues row `beam_idx[i]` (R,) of the state, a row of
+    the same user (each user's R / B new rows consecutive). Returns the next-token logits (R, V) and the new
+    state."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     base = base_causal_lm(hf)
@@ -90,7 +91,7 @@ def shared_prompt_step(hf: nn.Module, state: dict, tokens: torch.Tensor,
         gen = [(k.index_select(0, beam_idx), v.index_select(0, beam_idx)) for k, v in gen]
     r = tokens.shape[0]
     x = lm.embed_tokens(tokens)[:, None, :]  # (R, 1, D)
-    pos = state["next_pos"][:, None]
+    pos = state["next_pos"].index_select(0, beam_idx)[:, None]
     cos, sin = lm.rotary_emb(x, pos)
     new_gen = []
     for i, layer in enumerate(lm.layers):
@@ -108,4 +109,4 @@ def shared_prompt_step(hf: nn.Module, state: dict, tokens: torch.Tensor,
         x = x + attn.o_proj(_attend(attn, q, k, v, pk, pv, state["bias"]))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     logits = base.lm_head(lm.norm(x))[:, 0]
-    return logits, {**state, "gen": new_gen, "next_pos": state["next_pos"] + 1}
+    return logits, {**state, "gen": new_gen, "next_pos": pos[:, 0] + 1}

@@ -76,6 +76,10 @@ class TigerRecommender(GenerativeRecommender):
     source_padding_side = "right"
 
     @property
+    def state_is_reusable(self) -> bool:
+        return True  # `step` gathers new key/value tensors and returns a new state dict
+
+    @property
     def separator_id(self) -> int | None:
         return self.extra_base + self.config.user_buckets if self.config.item_separator else None
 
@@ -203,7 +207,7 @@ class TigerRecommender(GenerativeRecommender):
         parts = [self._cross_keys_values(self._encode(x[lo:lo + users], mask_bias[lo:lo + users]))
                  for lo in range(0, b, users)]
         cross = [tuple(_cat([p[i][j] for p in parts]) for j in (0, 1)) for i in range(len(parts[0]))]
-        state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0, "group": 1}
+        state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0}
         start = batch.input_ids.new_full((b,), self.start_id)
         return self._decode_step(start, state)
 
@@ -244,7 +248,7 @@ class TigerRecommender(GenerativeRecommender):
 
     def expand_state(self, state: dict, beams: int) -> dict:
         selfkv = [(k.repeat_interleave(beams, 1), v.repeat_interleave(beams, 1)) for k, v in state["self"]]
-        return {**state, "self": selfkv, "group": state["group"] * beams}
+        return {**state, "self": selfkv}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return self._decode_step(tokens, state, beam_idx)
@@ -287,8 +291,8 @@ class TigerRecommender(GenerativeRecommender):
         """The next logits (R, V) for `tokens` (R,) fed to the beams whose parents are rows `beam_idx` of the
         state (None: the first step). Self-attention keys/values are kept slot-major, (L, R, H, d)."""
         dec = self.hf.decoder
-        r, g, t = tokens.shape[0], state["group"], state["t"]
-        b = r // g
+        r, b, t = tokens.shape[0], state["bias"].shape[0], state["t"]
+        g = r // b  # rows per user (beams), consecutive
         x = dec.embed_tokens(tokens)[:, None, :]  # (R, 1, D)
         pos_bias = self._self_bias(t + 1, x.device)
         new_self = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from semrec.config import apply_overrides, load_config
 from semrec.errors import SemrecError
@@ -49,6 +49,9 @@ class ModelSpec:
 @dataclass
 class EvalSpec:
     num_beams: int = 10
+    # "exact": the evaluation stages' lists are each model's exact top-K (semrec.decoding.exact_search;
+    # num_beams unused, far slower); training's validation (best epoch, a sweep's value) stays beam search
+    decode: Literal["beam", "exact"] = "beam"
     batch_size: int = 256
     max_test_rows: int | None = None  # None = the whole test split
     select_on: str = "ndcg@10"  # valid metric that picks a sweep's value

@@ -110,14 +110,18 @@ def infer_baseline(row: ResultRow, rows: list[ResultRow]) -> str | None:
 
 
 class RunDirectory:
-    """A `semrec run` output directory, read through its results file and finished stages."""
+    """A `semrec run` output directory, read through its results file and finished stages.
 
-    def __init__(self, path: str | Path):
+    `results`: another results file of the same directory's stages (default its `results.json`, which the
+    last run of any recipe into it rewrote), e.g. a recipe's table kept as `benchmarks/results/<recipe>.json`."""
+
+    def __init__(self, path: str | Path, results: str | Path | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise SemrecError(f"{self.path}: no such run directory")
-        self.result = read_json(self.path / RESULTS_FILE)
-        self.rows = rows_of(self.result, str(self.path / RESULTS_FILE))
+        where = Path(results) if results is not None else self.path / RESULTS_FILE
+        self.result = read_json(where)
+        self.rows = rows_of(self.result, str(where))
 
     @property
     def generative_rows(self) -> list[ResultRow]:

@@ -30,6 +30,7 @@ from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.recipe import ModelSpec, Recipe, train_config
 from semrec.pipeline.results import ResultRow
+from semrec.runtime import bf16_autocast, describe_machine, git_commit, resolve_device
 
 TABLE_METRICS = {"T": ["hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "cc"],
                  "P": ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "cc"],
@@ -57,7 +58,6 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, log: Callable[[str], None] = print,
                  progress: bool = True):
         from semrec.data import resolve_dataset
-        from semrec.runtime import resolve_device
 
         distributed.init(resolve_device(recipe.device))  # under torchrun: training/evaluation on every rank
         main = distributed.is_main()
@@ -75,7 +75,7 @@ class Pipeline:
     def teacher(self, model_name: str, seed: int) -> Path:
         from semrec.cf import TEACHERS
         from semrec.config import load_config
-        from semrec.training.teacher import TeacherTrainConfig, train_and_evaluate_teacher
+        from semrec.training.teacher import TeacherTrainConfig, save_teacher_run, train_and_evaluate_teacher
 
         spec = self.recipe.teacher
         model_cfg = spec.config if model_name == spec.model else {}
@@ -87,11 +87,10 @@ class Pipeline:
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:
-            model, res, metrics = train_and_evaluate_teacher(
-                model_name, mcfg, tcfg, self.dataset, device=self.recipe.device, checkpoint_dir=work,
-                log_path=tmp / "train_log.jsonl", progress=self.progress)
-            model.save_pretrained(tmp / "teacher", extra={"dataset": self.dataset.name})
-            write_json(tmp / "metrics.json", {**metrics, "train": dataclasses.asdict(res)})
+            model, res, metrics = train_and_evaluate_teacher(model_name, mcfg, tcfg, self.dataset,
+                                                             device=self.recipe.device, checkpoint_dir=work,
+                                                             progress=self.progress)
+            save_teacher_run(tmp, model, res, metrics, tcfg, model_dir=tmp / "teacher")
 
         d = self._stage("teacher", config, {"data": self.data_key}, build)
         shutil.rmtree(work, ignore_errors=True)
@@ -99,7 +98,6 @@ class Pipeline:
 
     def load_teacher(self, stage_dir: Path):
         from semrec.cf import CFTeacher
-        from semrec.runtime import resolve_device
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
 
@@ -147,6 +145,11 @@ class Pipeline:
         mcfg = load_config(MODELS[spec.model].config_class, spec.config, name=f"model '{spec.name}' config")
         config = {"model": spec.model, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
+        # the precision actually used, not the request; `bf16: true` once meant float32 on a CPU, so a bf16
+        # run gets a key that no stage written then can have
+        config["train"]["bf16"] = bf16_autocast(resolve_device(tcfg.device), tcfg.bf16)
+        if config["train"]["bf16"]:
+            config["train"]["autocast"] = "bf16"
         config["examples"] = spec.examples
         inputs = {"data": self.data_key, "ids": StageCache.key_of(tok_dir)}
         if needs_teacher:
@@ -179,11 +182,12 @@ class Pipeline:
         (E,) target ranks (0 = not in the beam)."""
         from semrec.evaluation import evaluate
         from semrec.models import load_model
-        from semrec.runtime import resolve_device
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
                   "max_rows": ev.max_test_rows if split == "test" else None, "diagnostics": 1}
+        if ev.decode != "beam":  # only then: beam stages keep the keys they were cached under
+            config["decode"] = ev.decode
         if ev.bf16:  # only when on: the stage keys of float32 evaluations made before this option stay valid
             config["bf16"] = True
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
@@ -196,7 +200,7 @@ class Pipeline:
             metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
-                                      progress=self.progress, return_ranks=True, bf16=ev.bf16)
+                                      progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16)
             write_json(tmp / "metrics.json", metrics)
             np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 
@@ -272,7 +276,6 @@ class Pipeline:
 
     # -- the whole recipe -----------------------------------------------------------------------
     def run(self) -> dict:
-        from semrec.runtime import describe_machine, git_commit, resolve_device
 
         r = self.recipe
         t_start = time.time()
@@ -304,6 +307,7 @@ class Pipeline:
             "wall_time_s": round(time.time() - t_start, 1),
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
             "compute_time_s": round(sum(self.cache.used.values()), 1), "select_on": r.eval.select_on,
+            "decode": r.eval.decode,
             "rows": [row.to_dict() for row in rows],
         }
         result["summary"] = summarize(result["rows"], table_metrics(self.protocol))
@@ -456,6 +460,9 @@ def results_markdown(result: dict) -> str:
             name += " ⚑"
             flagged.append(s["name"])
         lines.append(f"| {name} | " + " | ".join(format_cell(s, m) for m in [*metrics, "valid_metric"]) + " |")
+    if result.get("decode") == "exact":
+        lines += ["", "Lists: each model's exact top-10 (every catalogue item scored by its log-probability), "
+                  "not beam search."]
     lines += ["", "coverage@10: share of the catalogue in any top-10 list; distinct_top1: distinct first items "
               "across rows; pop1%@10: share of top-10 slots taken by the 1% most popular items (by training-"
               "target count)."]

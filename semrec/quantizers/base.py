@@ -1,8 +1,12 @@
 """The quantizer interface: fit on item embeddings (optionally with CF item embeddings), encode to
 per-level codes, save/load Hugging Face style (config.json + weights.safetensors, no pickles).
 
-Every quantizer is residual: level l picks code c_l in [0, codebook_sizes[l]) for the residual left by
-levels < l. `encode` returns RAW codes (N, L) int64 (no vocabulary offsets; `semrec.itemtok.artifact` adds them).
+Level l of an item's code picks c_l in [0, codebook_sizes[l]). In the residual quantizers (RQ-KMeans,
+balanced RQ-KMeans, RQ-VAE, LETTER) it codes the residual left by levels < l, so a prefix is a coarse
+approximation of the whole vector that later levels refine; in product quantization (PQ, OPQ) it codes
+sub-vector l on its own, so a prefix describes part of the vector (semrec.quantizers.pq). Either way the
+last level is the one collision resolution may re-assign. `encode` returns RAW codes (N, L) int64 (no
+vocabulary offsets; `semrec.itemtok.artifact` adds them).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def check_codebook_sizes(sizes: list[int], where: str = "codebook_sizes") -> Non
 
 
 class Quantizer(abc.ABC):
-    """Abstract residual quantizer. Subclasses set `config_class` and implement the abstract methods."""
+    """Abstract quantizer (residual or product). Subclasses set `config_class` and implement the abstract methods."""
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type]
@@ -111,13 +115,25 @@ class Quantizer(abc.ABC):
     @abc.abstractmethod
     def _fit(self, emb: np.ndarray, cf_emb: np.ndarray | None) -> None: ...
 
+    def fit_encode(self, emb: np.ndarray, cf_emb: np.ndarray | None = None, *, progress: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit on the catalogue and return its codes as `encode_with_distances(emb)` does, except for a
+        quantizer whose fit assigns codes under a constraint (balanced RQ-KMeans): that assignment."""
+        self.fit(emb, cf_emb, progress=progress)
+        return self._fitted_codes(emb)
+
+    def _fitted_codes(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted items' (codes, last-level distances) right after `_fit`: nearest codes by default."""
+        return self.encode_with_distances(emb)
+
     def encode(self, emb: np.ndarray) -> np.ndarray:
         """(N, d) -> (N, L) int64 raw codes."""
         return self.encode_with_distances(emb)[0]
 
     def encode_with_distances(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, d) -> (codes (N, L) int64, squared distances (N, K_last) float32 of each item's last residual
-        to the last codebook: used to re-assign the last level when resolving collisions)."""
+        """(N, d) -> (codes (N, L) int64, squared distances (N, K_last) float32 of what each item's last level
+        codes (its last residual, or its last sub-vector in PQ) to the last codebook: used to re-assign the
+        last level when resolving collisions)."""
         return self._encode(self._check_input(emb))
 
     @abc.abstractmethod

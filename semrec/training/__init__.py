@@ -1,6 +1,6 @@
-"""Training: one trainer for every generative model and loss (NTP, TCA, aux-KL, label smoothing, MSL),
-with warmup + cosine AdamW, accumulation, validation, early stopping and exact resume; CF teachers are
-trained by `train_teacher` (semrec.training.teacher) on the same checkpoint files and DDP helpers.
+"""Training: one loop (`semrec.training.loop`: accumulation, DDP, validation, early stopping, checkpoints
+and exact resume, metrics log) for CF teachers (`train_teacher`, semrec.training.teacher) and every
+generative model and loss (`Trainer`: NTP, TCA, aux-KL, label smoothing, MSL, warmup + cosine AdamW).
 
     from semrec.training import TrainConfig, Trainer
     result = Trainer(model, TrainConfig(loss="tca", alpha=0.1), train_examples, valid=dataset.valid,

@@ -1,9 +1,10 @@
 """Training checkpoints without pickles: tensors in safetensors, everything else in JSON.
 
 A checkpoint directory holds `model/` (the model's own save_pretrained), `optimizer.safetensors` +
-`optimizer.json` (the optimizer state_dict split into tensors and plain data), `scheduler.json`,
-`rng.safetensors` + `rng.json` (torch CPU/CUDA, NumPy and Python generator states) and
-`trainer_state.json` (epoch, step, early-stopping state). Written atomically.
+`optimizer.json` (the optimizer state_dict split into tensors and plain data), `scheduler.json` (when
+there is a schedule), `rng.safetensors` + `rng.json` (torch CPU/CUDA, NumPy and Python generator states,
+and the training task's own generators) and `trainer_state.json` (epoch, step, early-stopping state).
+Written atomically.
 """
 
 from __future__ import annotations
@@ -88,25 +89,38 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
 
 
-def save_checkpoint(out: Path, *, model, optimizer: torch.optim.Optimizer, scheduler, trainer_state: dict) -> Path:
-    """Write a resumable checkpoint directory atomically (an existing one is replaced)."""
+def save_checkpoint(out: Path, *, model, optimizer: torch.optim.Optimizer, scheduler, trainer_state: dict,
+                    generators: dict[str, torch.Generator] | None = None) -> Path:
+    """Write a resumable checkpoint directory atomically (an existing one is replaced). `scheduler` may be
+    None; `generators`: named generators of the caller's own, saved with the global ones."""
+    rng = rng_state()
+    if generators:
+        rng["generators"] = {name: g.get_state() for name, g in generators.items()}
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp / "model")
         save_state(tmp, "optimizer", optimizer.state_dict())
-        write_json(tmp / "scheduler.json", scheduler.state_dict())
-        save_state(tmp, "rng", rng_state())
+        if scheduler is not None:
+            write_json(tmp / "scheduler.json", scheduler.state_dict())
+        save_state(tmp, "rng", rng)
         write_json(tmp / "trainer_state.json", trainer_state)
     return out
 
 
-def load_checkpoint(path: Path, *, model, optimizer: torch.optim.Optimizer, scheduler) -> dict:
-    """Restore model weights, optimizer, scheduler and RNG states in place; return the trainer state."""
+def load_checkpoint(path: Path, *, model, optimizer: torch.optim.Optimizer, scheduler,
+                    generators: dict[str, torch.Generator] | None = None) -> dict:
+    """Restore model weights, optimizer, scheduler and generator states in place; return the trainer state."""
     path = Path(path)
     if not (path / "trainer_state.json").is_file():
         raise SemrecError(f"{path}: not a training checkpoint (no trainer_state.json)")
     model.load_weights(path / "model")
     dev = next(model.parameters()).device
     optimizer.load_state_dict(load_state(path, "optimizer", dev))
-    scheduler.load_state_dict(read_json(path / "scheduler.json"))
-    set_rng_state(load_state(path, "rng"))
+    if scheduler is not None:
+        scheduler.load_state_dict(read_json(path / "scheduler.json"))
+    rng = load_state(path, "rng")
+    set_rng_state(rng)
+    for name, g in (generators or {}).items():
+        if name not in rng.get("generators", {}):
+            raise SemrecError(f"{path / 'rng.json'}: no state of generator '{name}' (a checkpoint of another run?)")
+        g.set_state(rng["generators"][name])
     return read_json(path / "trainer_state.json")

@@ -237,15 +237,21 @@ def test_resume_after_interruption_matches_uninterrupted(pattern_ds, tmp_path):
     with pytest.raises(Stop):
         train_teacher(first, pattern_ds, cfg, progress=False, checkpoint_dir=tmp_path / "ck", on_batch=interrupt)
     resumed = build("sasrec", seed=1).train()
-    res = train_teacher(resumed, pattern_ds, cfg, progress=False, checkpoint_dir=tmp_path / "ck",
-                        log_path=tmp_path / "log.jsonl")
+    res = train_teacher(resumed, pattern_ds, cfg, progress=False, checkpoint_dir=tmp_path / "ck")
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
+    logged = [json.loads(x) for x in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2, 3]  # the interrupted epoch's record is not repeated
     for k, v in ref.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
     with pytest.raises(SemrecError, match="another model/data/config"):
         train_teacher(build("sasrec"), pattern_ds, TeacherTrainConfig(epochs=4, ks=(10,)), progress=False,
                       checkpoint_dir=tmp_path / "ck")
+    # the checkpoint layout before the shared training loop (last/meta.json) is refused in one line
+    (tmp_path / "old" / "last").mkdir(parents=True)
+    (tmp_path / "old" / "last" / "meta.json").write_text("{}")
+    with pytest.raises(SemrecError, match="earlier semrec version") as e:
+        train_teacher(build("sasrec"), pattern_ds, cfg, progress=False, checkpoint_dir=tmp_path / "old")
+    assert "\n" not in str(e.value)
 
 
 def test_cli_train_and_eval(pattern_ds, tmp_path, capsys):

@@ -1,13 +1,16 @@
-"""Trie-constrained beam search: equal to transformers' generate(), exact when beams cover the catalogue."""
+"""Trie-constrained beam search: equal to transformers' generate(), exact when beams cover the catalogue;
+exact scoring of the whole catalogue equal to the naive reference."""
 
+import numpy as np
 import pytest
 import torch
 from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
                                 score_items, semantic_ids, titles)
 
-from semrec.decoding import beam_search, next_token_log_probs
+from semrec.decoding import beam_search, exact_search, next_token_log_probs, score_catalogue
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.models import build_model
 from semrec.runtime import bf16_autocast
 
@@ -69,13 +72,19 @@ def test_equals_transformers_generate_on_variable_length_titles(name, cfg, k):
 
 
 @pytest.mark.parametrize("name,cfg,tok", [("tiger", TIGER_TINY, "sid"), ("tiger", TIGER_RICH, "title"),
-                                          ("tiger", TIGER_PLAIN, "sid"), ("decoder", LLAMA_TINY, "title")])
+                                          ("tiger", TIGER_PLAIN, "sid"), ("decoder", LLAMA_TINY, "title"),
+                                          ("decoder", GPT2_TINY, "sid")])
 def test_beams_covering_the_catalogue_give_the_exhaustive_ranking(name, cfg, tok):
     tok = semantic_ids(50) if tok == "sid" else titles(40)
     n = tok.codes.shape[0]
     model, batch = _setup(name, cfg, tok, seed=3)
     exact = score_items(model, batch)  # (B, N) log P(item)
+    # the trie walk: one forward row per prefix; 13 rows per pass = 2 prefixes per user, so most states are
+    # stepped several times (the GPT-2 cache is updated in place: the walk must copy it)
+    for chunk_rows in (13, 4096):
+        torch.testing.assert_close(score_catalogue(model, batch, chunk_rows=chunk_rows), exact, atol=1e-5, rtol=1e-5)
     out = beam_search(model, batch, num_beams=n)
+    assert torch.equal(exact_search(model, batch, top_k=n).items, out.items)
     order = exact.sort(1, descending=True)
     assert torch.equal(out.items[:, 0], exact.argmax(1))
     assert torch.equal(out.items, order.indices)
@@ -96,6 +105,15 @@ def test_renormalized_scores_are_a_distribution_over_the_catalogue():
     torch.testing.assert_close(torch.logsumexp(out.scores, 1), torch.zeros(B), atol=1e-5, rtol=0)
     raw = beam_search(model, batch, num_beams=30)
     assert (torch.logsumexp(raw.scores, 1) < -1e-3).all()  # without renormalising, mass leaks off the trie
+    for renormalize, beams in ((True, out), (False, raw)):
+        exact = exact_search(model, batch, top_k=30, renormalize=renormalize, temperature=1.0)
+        assert torch.equal(exact.items, beams.items)
+        torch.testing.assert_close(exact.scores, beams.scores, atol=1e-5, rtol=1e-5)
+    # a temperature divides the logits before every token's softmax, in both searches
+    hot = exact_search(model, batch, top_k=30, temperature=2.0)
+    torch.testing.assert_close(hot.scores, beam_search(model, batch, num_beams=30, temperature=2.0).scores,
+                               atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hot.scores, raw.scores)
 
 
 def test_unconstrained_mode_reports_invalid_hypotheses():
@@ -130,6 +148,29 @@ def test_next_token_log_probs_and_argument_errors():
         beam_search(model, batch, num_beams=3, top_k=4)
     with pytest.raises(SemrecError, match="num_beams"):
         beam_search(model, batch, num_beams=0)
+    with pytest.raises(SemrecError, match="top_k must be >= 1"):
+        exact_search(model, batch, top_k=0)
+    with pytest.raises(SemrecError, match="chunk_rows must be >= 1"):
+        score_catalogue(model, batch, chunk_rows=0)
+
+
+def test_more_beams_than_distinct_sequences_leave_empty_slots_in_both_searches():
+    raw = np.random.default_rng(0).integers(0, 3, (20, 2))
+    raw[7] = raw[2]  # items 2 and 7 share one code (and maybe others: a 3 x 3 grid for 20 items)
+    model, batch = _setup("tiger", TIGER_TINY, ItemTokenization.from_raw_codes(raw, [3, 3], scheme="rqkmeans"), seed=6)
+    distinct = torch.unique(model.canonical_items())
+    m = len(distinct)
+    assert model.canonical_items()[7] == 2 and m < 20
+    scores = score_catalogue(model, batch)
+    torch.testing.assert_close(scores, score_items(model, batch), atol=1e-5, rtol=1e-5)
+    assert torch.equal(scores[:, 7], scores[:, 2])
+    order = scores[:, distinct].sort(1, descending=True)
+    for out in (beam_search(model, batch, num_beams=22), exact_search(model, batch, top_k=22)):
+        # each distinct code once, as its smallest item id, best first; then empty slots
+        assert torch.equal(out.items[:, :m], distinct[order.indices])
+        assert (out.items[:, m:] == -1).all() and torch.isinf(out.scores[:, m:]).all()
+        assert (out.sequences[:, m:] == model.pad_id).all()
+        assert torch.equal(out.sequences[:, :m], model.codes[out.items[:, :m]])
 
 
 @pytest.mark.parametrize("cfg,shared", [(LLAMA_TINY, True), (LLAMA_GQA, True), (GPT2_TINY, False)])

@@ -39,10 +39,17 @@ def test_metrics_equal_the_exhaustive_ranking_when_beams_cover_the_catalogue():
         t_top1 = teacher.item_logits(table.histories).argmax(1)
     assert m["cc"] == pytest.approx(float((exact.argmax(1) == t_top1).float().mean()))
     assert m["coverage@20"] == 1.0 and m["invalid_rate"] == 0.0 and m["n_rows"] == 40
+    # exact decoding ranks the same catalogue by the same scores: every metric agrees with the covering beam
+    me = evaluate(model, ex, teacher=teacher, decode="exact", ks=(1, 5, 10, 20))
+    assert me.pop("decode") == "exact" and m.pop("num_beams") == n
+    assert set(me) == set(m) and all(me[k] == pytest.approx(m[k]) for k in m if k != "wall_time_s")
     m10 = evaluate(model, ex, num_beams=10, ks=(1, 10), max_rows=25)
     top10 = exact[:25].topk(10, dim=1).indices
     assert m10["coverage@10"] == pytest.approx(torch.unique(top10).numel() / n)
     assert m10["hr@1"] == pytest.approx(float((exact[:25].argmax(1) == table.targets[:25]).float().mean()))
+    me10, exact_ranks = evaluate(model, ex, decode="exact", ks=(1, 10), max_rows=25, return_ranks=True)
+    assert me10["coverage@10"] == pytest.approx(torch.unique(top10).numel() / n)
+    assert np.array_equal(exact_ranks, torch.where(ranks[:25] <= 10, ranks[:25], 0).numpy())
     row = result_row(model, m10, dataset="toy", protocol="T", split="test", seed=3)
     for key in ("model", "tokenizer", "loss", "alpha", "tau", "dataset", "protocol", "split", "seed",
                 "hr@10", "ndcg@10", "wall_time_s", "device"):
@@ -50,6 +57,11 @@ def test_metrics_equal_the_exhaustive_ranking_when_beams_cover_the_catalogue():
     assert row["model"] == "tiger" and row["tokenizer"] == "rqkmeans"
     with pytest.raises(SemrecError, match="beams"):
         evaluate(model, ex, num_beams=5, ks=(10,))
+    assert evaluate(model, ex, num_beams=5, ks=(10,), decode="exact")["hr@10"] == pytest.approx(float((ranks <= 10).float().mean()))
+    with pytest.raises(SemrecError, match="decode 'greedy': expected one of beam, exact"):
+        evaluate(model, ex, decode="greedy")
+    with pytest.raises(SemrecError, match="constrained=False"):
+        evaluate(model, ex, decode="exact", constrained=False)
 
 
 def test_items_sharing_a_title_count_as_one_entry():
@@ -65,6 +77,9 @@ def test_items_sharing_a_title_count_as_one_entry():
     assert m["hr@11"] == 1.0  # all 11 distinct entries are returned and item 11 is found as entry 3
     assert math.isclose(m["coverage@12"], 11 / 12)
     assert np.isfinite(m["mrr"])
+    me = evaluate(model, ex, decode="exact", ks=(11, 12))  # the same entries: a twelfth slot stays empty
+    assert me["hr@11"] == 1.0 and me["ndcg@11"] == pytest.approx(m["ndcg@11"])
+    assert math.isclose(me["coverage@12"], 11 / 12) and me["mrr"] == pytest.approx(m["mrr"])
 
 
 def test_rows_are_decoded_in_batches_of_similar_length_and_returned_in_row_order():

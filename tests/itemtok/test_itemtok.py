@@ -17,7 +17,8 @@ from semrec.itemtok.quality import code_usage
 from semrec.itemtok.titles import title_tokenization
 from semrec.itemtok.compare import (chance_agreement, cf_neighbours, evaluate_tokenization, mean_pair_cosine,
                                        neighbour_agreement, prefix_keys)
-from semrec.itemtok.schemes import build_tokenization, load_scheme
+from semrec.itemtok.schemes import SCHEMES, build_tokenization, load_scheme
+from semrec.quantizers import QUANTIZERS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RQVAE = {"scheme": "rqvae", "quantizer": {"codebook_sizes": [6, 6], "hidden_dims": [16], "latent_dim": 4,
@@ -113,6 +114,24 @@ def test_repository_scheme_files_load():
     for f in files:
         cfg = load_scheme(f)
         assert cfg.scheme == f.stem or f.stem not in ("rqkmeans", "rqvae", "letter", "title")
+
+
+def test_scheme_names_are_the_quantizers_and_title():
+    assert set(SCHEMES) == set(QUANTIZERS) | {"title"}
+
+
+def test_balanced_scheme_keeps_the_balanced_codes_of_the_catalogue(emb, tmp_path):
+    """build_tokenization takes the fitted assignment (fit_encode), not the nearest-centroid re-encoding:
+    the first level holds at most ceil(120 / 8) = 15 items per code, 30 duplicates included."""
+    ds = tiny_dataset()
+    scheme = {"scheme": "rqkmeans_balanced", "quantizer": {"codebook_sizes": [8, 8], "balance_iters": 3}}
+    tok = build_tokenization(ds, scheme, embeddings=emb, progress=False)
+    raw = tok.raw_codes
+    assert np.bincount(raw[:, 0], minlength=8).max() <= 15
+    assert np.bincount(tok.quantizer.encode(emb)[:, 0]).max() >= 30  # nearest: the duplicates share a code
+    assert tok.stats["usage_before_resolution"][0]["perplexity"] > 7.5
+    tok.save_pretrained(tmp_path / "balanced")
+    assert torch.equal(ItemTokenization.from_pretrained(tmp_path / "balanced").codes, tok.codes)
 
 
 def test_title_scheme_merges_duplicates_and_round_trips(tmp_path):

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.generative import score_items
 
 from semrec import llm_assets
 from semrec.cf import SASRec, SASRecConfig
 from semrec.cli import main as cli_main
 from semrec.data import load_builtin
 from semrec.data.dataset import Examples
-from semrec.decoding import beam_search
+from semrec.decoding import beam_search, score_catalogue
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.models import build_model, load_model
@@ -177,6 +178,18 @@ def test_constrained_beam_search_emits_only_catalogue_titles(tokenization, tiny_
             assert titles[item] in catalogue
     free = beam_search(model, batch, num_beams=10, constrained=False, max_len=8)
     assert free.invalid_rate > 0.5  # without the trie a random model writes no catalogue title
+
+
+def test_exact_scores_of_every_title_equal_the_naive_reference(tokenization, tiny_llama):
+    """The title LLM shares the trie walk of the semantic-ID models: variable-length titles, a duplicate
+    title, and a title whose words begin another's."""
+    model = model_of(tokenization, tiny_llama, seed=2)
+    table = ExampleTable.from_examples(rows(2, seed=4), 10)
+    batch = model.collate(table, torch.arange(2), with_targets=False)
+    exact = score_catalogue(model, batch, chunk_rows=512)
+    some = torch.cat([torch.arange(0, N_REAL, 5), torch.arange(N_REAL, N_REAL + 3)])  # the reference is slow
+    torch.testing.assert_close(exact[:, some], score_items(model, batch, some), atol=1e-4, rtol=1e-5)
+    assert model.canonical_items()[N_REAL] == 0 and torch.equal(exact[:, N_REAL], exact[:, 0])  # title 0 twice
 
 
 def test_tca_on_title_tokens_equals_the_naive_reference(tokenization, tiny_llama):

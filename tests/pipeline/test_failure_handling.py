@@ -112,8 +112,12 @@ def reference(recipe) -> Path:
 def test_kill9_during_training_then_resume_matches_uninterrupted(recipe, reference):
     out = recipe.parent / "killed"
     # 1. kill during CF teacher training, after its first epoch checkpoint
-    ckpt = _kill_when(_start(recipe, out), "killed/checkpoints/teacher-*/last/meta.json", recipe.parent)
-    teacher_history = read_json(ckpt)["history"]
+    ckpt = _kill_when(_start(recipe, out), "killed/checkpoints/teacher-*/checkpoints/last/trainer_state.json",
+                      recipe.parent)
+    done_epochs = read_json(ckpt)["epoch"] + 1
+    teacher_history = [r for r in _json_lines(ckpt.parents[2] / "metrics.jsonl") if r.get("kind") == "epoch"]
+    teacher_history = teacher_history[:done_epochs]
+    assert len(teacher_history) == done_epochs
     assert not _visible_stages(out, "teacher"), "a killed stage must never appear as finished"
     assert not (out / "results.json").exists()
 
@@ -311,8 +315,10 @@ def artifacts(recipe, reference, tmp_path_factory):
 
 # files a loader does not read, or whose absence means "nothing to resume" (a fresh start)
 NOT_READ = {"trainer checkpoint": ("checkpoints/last/model/tokenization/", "metrics.", "best/"),
+            "CF checkpoint": ("metrics.", "best/config.json"),
             "run": ("results.md", "checkpoints/", "stages/teacher-", "stages/ids-", "stages/eval-")}
-MISSING_MEANS_FRESH = {"trainer checkpoint": "checkpoints/last/trainer_state.json", "CF checkpoint": "last/meta.json"}
+MISSING_MEANS_FRESH = {"trainer checkpoint": "checkpoints/last/trainer_state.json",
+                       "CF checkpoint": "checkpoints/last/trainer_state.json"}
 
 
 @pytest.mark.parametrize("kind", ["dataset", "tokenization", "teacher", "model", "trainer checkpoint",
@@ -454,8 +460,11 @@ def test_metrics_log_survives_a_line_cut_short_by_a_kill(tmp_path):
     from semrec.training.metrics_log import MetricsLog
 
     recs = [{"kind": "epoch", "epoch": 0, "loss": 1.0}, {"kind": "train", "epoch": 1, "loss": 0.5}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"kind": "ep')
-    log = MetricsLog(tmp_path, keep_before_epoch=1)
+    text = "".join(json.dumps(r) + "\n" for r in recs) + '{"kind": "ep'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert MetricsLog(tmp_path, keep_epochs=2, write=False).records == recs  # every complete line, file untouched
+    assert (tmp_path / "metrics.jsonl").read_text() == text
+    log = MetricsLog(tmp_path, keep_epochs=1)  # resuming after epoch 0: epoch 1's records go
     assert log.epochs == recs[:1]
     assert (tmp_path / "metrics.jsonl").read_text() == json.dumps(recs[0]) + "\n"
 

@@ -9,9 +9,14 @@ import yaml
 
 from conftest import REPO
 from semrec.cli import main
+from semrec.cli.cf import refit_config
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
+from semrec.data import load_dataset
+from semrec.evaluation import evaluate
+from semrec.models import load_model
 from semrec.pipeline import load_recipe, run_recipe
+from semrec.pipeline.results import RunDirectory
 
 WORDS = ["red", "blue", "lego", "doll", "puzzle", "train", "car", "ball", "kite", "robot"]
 
@@ -87,6 +92,11 @@ def test_run_end_to_end_then_reuse(tiny):
     assert json.loads((tiny / "run" / "results.json").read_text())["rows"] == res["rows"]
     computed = [m for m in logs if "computing" in m]
     assert len(computed) == 1 + 1 + 3 + 2  # teacher, ids, 3 models, 2 test evaluations
+    # the teacher stage holds what `semrec train-cf` writes (the teacher itself in teacher/)
+    [stage] = (tiny / "run" / "stages").glob("teacher-*")
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert len((stage / "train_log.jsonl").read_text().splitlines()) == metrics["epochs_run"]
+    assert refit_config(stage / "teacher")[1]["train"]["epochs"] == metrics["best_epoch"]
 
     logs2 = []
     res2 = run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs2.append, progress=False)
@@ -104,13 +114,49 @@ def test_run_end_to_end_then_reuse(tiny):
     run_recipe(recipe3, tiny / "run", log=logs3.append, progress=False)
     assert [m.split("]")[0] for m in logs3 if "computing" in m] == ["[model", "[eval-test"]
 
-    # bf16 decoding is an evaluation of its own; the trained model and the float32 evaluations are reused
+    # exact lists: new test evaluations only (training's beam validation still picks alpha), with the metrics
+    # evaluate() gives
     logs4 = []
-    recipe4 = load_recipe(tiny / "recipe.yaml", ["eval.bf16=true"])
-    recipe4.models = recipe4.models[:1]
-    res4 = run_recipe(recipe4, tiny / "run", log=logs4.append, progress=False)
-    assert [m.split("]")[0] for m in logs4 if "computing" in m] == ["[eval-test"]
-    assert res4["rows"][3]["invalid_rate"] == 0.0
+    res4 = run_recipe(load_recipe(tiny / "recipe.yaml", ["eval.decode=exact"]), tiny / "run", log=logs4.append,
+                      progress=False)
+    assert [m.split("]")[0] for m in logs4 if "computing" in m] == ["[eval-test"] * 2
+    t_row = res4["rows"][3]
+    assert res4["decode"] == "exact" and t_row["decode"] == "exact" and "num_beams" not in t_row
+    assert "exact top-10" in (tiny / "run" / "results.md").read_text()
+    run = RunDirectory(tiny / "run")
+    model = load_model(run.model_stage(run.rows[3]) / "model")
+    test = load_dataset(tiny / "data").test
+    want = evaluate(model, test, decode="exact")
+    assert all(t_row[k] == pytest.approx(want[k]) for k in ("hr@1", "hr@10", "ndcg@10", "coverage@10"))
+    logs5 = []
+    run_recipe(load_recipe(tiny / "recipe.yaml"), tiny / "run", log=logs5.append, progress=False)
+    assert not [m for m in logs5 if "computing" in m]  # the beam stages kept their keys
+
+    # bf16 decoding is an evaluation of its own; the trained model and the float32 evaluations are reused
+    logs6 = []
+    recipe6 = load_recipe(tiny / "recipe.yaml", ["eval.bf16=true"])
+    recipe6.models = recipe6.models[:1]
+    res6 = run_recipe(recipe6, tiny / "run", log=logs6.append, progress=False)
+    assert [m.split("]")[0] for m in logs6 if "computing" in m] == ["[eval-test"]
+    assert res6["rows"][3]["invalid_rate"] == 0.0
+
+
+def test_model_stage_is_keyed_by_the_precision_used_not_the_request(tiny, monkeypatch):
+    """`bf16: true` on a CPU without native bf16 trains in float32: it reuses the float32 stage."""
+    from semrec import runtime
+
+    def model_stages(overrides: list[str]) -> set[str]:
+        recipe = load_recipe(tiny / "recipe.yaml", overrides)
+        recipe.models = recipe.models[:1]
+        logs = []
+        run_recipe(recipe, tiny / "run_amp", log=logs.append, progress=False)
+        return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    fp32 = model_stages(["train.bf16=false"])
+    assert model_stages(["train.bf16=true"]) == fp32
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    assert model_stages(["train.bf16=true"]).isdisjoint(fp32)
 
 
 def test_recipe_errors_are_one_line(tiny, capsys):
@@ -128,6 +174,8 @@ def test_recipe_errors_are_one_line(tiny, capsys):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
     with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
         load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+    with pytest.raises(SemrecError, match="eval.decode: .*'greedy'"):
+        load_recipe(tiny / "recipe.yaml", ["eval.decode=greedy"])
     with pytest.raises(SemrecError, match="model 'x': examples 'all': expected one of auto, rows, prefixes"):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, examples: all}]"])
 

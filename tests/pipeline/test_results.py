@@ -75,3 +75,20 @@ def test_run_directory_errors(tmp_path):
     assert run.stages("model") == []
     with pytest.raises(SemrecError, match="cannot tell which model stage produced row 'TIGER'"):
         run.model_stage(run.rows[0])
+
+
+def test_run_directory_reads_another_results_file_of_its_stages(tmp_path):
+    """A recipe's table kept elsewhere finds its models in the run directory the last run overwrote."""
+    write_json(tmp_path / "results.json", {"rows": [_row("Decoder", "ntp", model="decoder")]})
+    (tmp_path / "stages" / "model-abc" / "model").mkdir(parents=True)
+    kept = tmp_path / "kept.json"
+    write_json(kept, {"dataset": "office-t", "rows": [_row("TIGER", "ntp", model_stage="model-abc"),
+                                                      _row("TIGER+TCA", "tca", model_stage="model-gone")]})
+    run = RunDirectory(tmp_path, results=kept)
+    assert [r.name for r in run.rows] == ["TIGER", "TIGER+TCA"] and run.result["dataset"] == "office-t"
+    assert run.model_stage(run.rows[0]) == tmp_path / "stages" / "model-abc"
+    with pytest.raises(SemrecError, match="model stage of row 'TIGER\\+TCA' is missing"):
+        run.model_stage(run.rows[1])
+    assert [r.name for r in RunDirectory(tmp_path).rows] == ["Decoder"]
+    with pytest.raises(SemrecError, match="missing.json: no such file"):
+        RunDirectory(tmp_path, results=tmp_path / "missing.json")

@@ -1,4 +1,6 @@
-"""Quantizers (RQ-KMeans, RQ-VAE, LETTER) and collision resolution, on tiny synthetic embeddings."""
+"""Quantizers (RQ-KMeans, balanced RQ-KMeans, PQ, OPQ, RQ-VAE, LETTER) and collision resolution, on tiny
+synthetic embeddings (the balanced and product quantizers' own properties: test_rqkmeans_balanced.py,
+test_pq.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from semrec.quantizers.rqvae import rotation_trick
 
 TINY = {
     "rqkmeans": {"codebook_sizes": [8, 8], "niter": 10},
+    "rqkmeans_balanced": {"codebook_sizes": [8, 8], "niter": 10, "balance_iters": 3},
+    "pq": {"codebook_sizes": [8, 8], "niter": 10},
+    "opq": {"codebook_sizes": [8, 8], "niter": 10, "opq_iters": 5},
     "rqvae": {"codebook_sizes": [8, 8], "hidden_dims": [16], "latent_dim": 4, "epochs": 3, "batch_size": 64},
     "letter": {"codebook_sizes": [8, 8], "hidden_dims": [16], "latent_dim": 4, "epochs": 3, "batch_size": 64,
                "div_every": 1},
@@ -30,6 +35,10 @@ def data():
     emb = (centers[lab] + rng.standard_normal((240, 12))).astype(np.float32)
     cf = (rng.standard_normal((6, 5))[lab] + 0.3 * rng.standard_normal((240, 5))).astype(np.float32)
     return emb, cf
+
+
+def test_every_registered_quantizer_is_covered():
+    assert set(TINY) == set(QUANTIZERS)
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -51,7 +60,7 @@ def test_determinism_round_trip_and_shapes(name, data, tmp_path):
     # last-level distances are consistent with the chosen last code
     np.testing.assert_array_equal(q1.encode_with_distances(emb)[1].argmin(1), c1[:, -1])
     assert not list(tmp_path.glob("*.pkl")) and (tmp_path / name / "weights.safetensors").is_file()
-    if name != "rqkmeans":  # loss curve: logged per epoch, saved with the weights, plotted
+    if name in ("rqvae", "letter"):  # loss curve: logged per epoch, saved with the weights, plotted
         assert len(back.fit_info["history"]) == TINY[name]["epochs"]
         assert (tmp_path / name / "loss_curve.png").is_file()
     # a different seed gives different codebooks

@@ -97,7 +97,7 @@ def train_titles(out_dir):
 def train_sasrec(out_dir):
     model = sas_teacher()
     res = train_teacher(model, cf_dataset(), cf_config(), device="cpu", checkpoint_dir=out_dir / "ck",
-                        log_path=out_dir / "log.jsonl", progress=False)
+                        progress=False)
     return model, res
 
 
@@ -248,12 +248,13 @@ def test_only_rank_zero_writes(ddp):
     (_, r0), (_, r1) = ddp["ranks"]
     assert r1["writes"] == []
     written = " ".join(r0["writes"])
-    for part in ("tiger", "titles", "metrics.jsonl", "sasrec", "log.jsonl"):
+    for part in ("tiger", "titles", "metrics.jsonl", "sasrec"):
         assert part in written
     runs = ddp["base"] / "runs"
     assert load_model(runs / "tiger" / "best").training_info["loss"] == "tca"
     assert (runs / "tiger" / "checkpoints" / "last" / "trainer_state.json").is_file()
-    assert len((runs / "sasrec" / "log.jsonl").read_text().splitlines()) == 3
+    assert (runs / "sasrec" / "ck" / "checkpoints" / "last" / "trainer_state.json").is_file()
+    assert len((runs / "sasrec" / "ck" / "metrics.jsonl").read_text().splitlines()) == 3
     recs = [json.loads(x) for x in (runs / "tiger" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [0, 1]  # one writer: no duplicated lines
 
