@@ -360,7 +360,7 @@ def markdown(meta: dict, args) -> str:
              "jobs on the machine do not change); contenders alternate (TIGER: round by round; the others: batch by "
              "batch), so a change in machine load hits them alike.", ""]
     if tg:
-        lines += tiger_markdown(tg, meta)
+        lines += tiger_markdown(tg)
     if meta["rows"]:
         lines += ["## Decoder-only and title LLM: ours (float32) against generate()", "",
                   f"{args.batch} users per call; {args.ours_users} users decoded by ours, {args.baseline_users} by "
@@ -386,15 +386,19 @@ def markdown(meta: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tiger_markdown(tg: dict, meta: dict) -> list[str]:
+def find_row(rows: list[dict], contender: str, batch: int, beams: int) -> dict:
+    return next(r for r in rows if (r["contender"], r["batch"], r["beams"]) == (contender, batch, beams))
+
+
+def tiger_markdown(tg: dict) -> list[str]:
     rows, rates, best = tg["rows"], tg["matmul_flops_per_s"], tg["best_batch"]
-    pick = [r for r in rows if r["contender"] in ("before", "generate") or r["best_batch"]]
+    pick = [r for r in rows if r["contender"] in ("before", "generate") or r["best_batch"] or r["batch"] == 256]
     lines = ["## TIGER: before and after, against generate() and the FLOP bound", "",
              f"{tg['users']} users per contender ({tg['rounds']} rounds); source {tg['source_tokens']} tokens; "
              f"vocabulary {tg['vocab_size']}. `before`: commit `{tg['before_rev'][:10]}` (transformers' T5 encoder "
              "module in the prefill, float32, 256 users per call: the configuration of the earlier results) in a "
              "child process. `fp32` / `bf16`: this tree in float32 / under bf16 autocast, at the batch size that was "
-             "fastest for that dtype (the sweep below). Achievable matmul rate (torch.mm over the model's own "
+             "fastest for that dtype (the sweep below) and at 256, the evaluation's default. Achievable matmul rate (torch.mm over the model's own "
              "product shapes, one thread): " + ", ".join(f"{dt} {v / 1e9:.1f} GFLOP/s" for dt, v in rates.items())
              + ". FLOPs per user and the bound: the formula in the script's docstring.", "",
              "| contender | batch | beams | users / CPU s | vs before | vs generate() | MFLOP / user | bound users / s "
@@ -414,14 +418,16 @@ def tiger_markdown(tg: dict, meta: dict) -> list[str]:
               "|---|---|" + "---|" * len(widths)]
     for dt in best:
         for b in sorted({r["batch"] for r in rows if r["contender"] == dt}):
-            ups = [next(r["users_per_s"] for r in rows if (r["contender"], r["batch"], r["beams"]) == (dt, b, k))
-                   for k in widths]
+            ups = [find_row(rows, dt, b, k)["users_per_s"] for k in widths]
             lines.append(f"| {dt} | {b}{'*' if best[dt] == b else ''} | " + " | ".join(f"{u:.1f}" for u in ups) + " |")
     lines.append("")
     for k in widths:
         fl = next(r["flops_per_user"] for r in rows if r.get("flops_per_user") and r["beams"] == k)
         lines.append(f"FLOPs per user at {k} beams: encoder {fl['encoder'] / 1e6:.0f}M, cross-attention keys/values "
                      f"{fl['cross'] / 1e6:.0f}M, decoding steps {fl['decode'] / 1e6:.0f}M.")
+    at256 = ", ".join(f"{dt} {k} beams {find_row(rows, dt, 256, k)['users_per_s'] / find_row(rows, dt, best[dt], k)['users_per_s']:.0%}"
+                      for dt in best for k in widths)
+    lines += ["", f"256 users per call against the fastest batch: {at256}."]
     tr = tg.get("trained")
     if tr:
         lines += ["", f"bf16 against float32 top-K, same users: the random model above and the same TIGER after "
@@ -436,6 +442,10 @@ def tiger_markdown(tg: dict, meta: dict) -> list[str]:
         for ag in tr["agreement"]:
             lines.append(f"| trained | {ag['beams']} | {ag['same_lists']:.3f} | {ag['same_top1']:.3f} | "
                          f"{ag['overlap']:.3f} |")
+        lines += ["", "bf16 is therefore an option (`beam_search(..., bf16=True)`, `evaluate(..., bf16=True)`, a recipe's "
+                  "`eval: {bf16: true}`), not the default: its top-K is not float32's (near-ties, which a trained "
+                  "model has many of, flip)." if min(ag["same_top1"] for ag in tr["agreement"]) < 0.99 else
+                  "bf16's top-K is nearly float32's on the trained model."]
     return lines + [""]
 
 
@@ -466,7 +476,7 @@ def main() -> None:
         return child_main(args)
     if args.quick:
         args.ours_users, args.baseline_users, args.round_users, args.rounds = 32, 32, 32, 1
-        args.tiger_batches, args.train_steps = [16, 32], min(args.train_steps, 2)
+        args.tiger_batches, args.train_steps = [16, 256], min(args.train_steps, 2)
 
     ds = load_builtin("office-t")
     meta = {"benchmark": "decoding_speed", "dataset": "office-t (9,913 items; test-row histories)",

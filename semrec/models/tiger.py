@@ -21,6 +21,10 @@ from torch import nn
 from semrec.models.base import GenerativeRecommender, register_model
 from semrec.models.batching import Batch, hash_users, history_tokens
 
+# Token rows the decoding passes work on at a time, so that their (rows, d_ff) and (rows, 3 x heads x d_kv)
+# activations stay in a CPU's caches, whatever the number of users per call (256 users x 40 tokens spill them)
+CACHE_ROWS = 1024
+
 
 @dataclass
 class TigerConfig:
@@ -196,15 +200,14 @@ class TigerRecommender(GenerativeRecommender):
     # these logits against the HF forward pass and generate().
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         mask_bias = self._mask_bias(batch.attention_mask)
-        enc = self._encode(batch, mask_bias)
-        b, s, _ = enc.shape
-        cross = []
-        for blk in self.hf.decoder.block:
-            att = blk.layer[1].EncDecAttention
-            k, v = (proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim) for proj in (att.k, att.v))
-            # stored as the matmuls read them, (B, H, d, S) and (B, H, S, d), so no step copies them again
-            cross.append((k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()))
-        state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0, "group": 1}
+        inputs = self._encoder_inputs(batch)
+        x = inputs["inputs_embeds"] if "inputs_embeds" in inputs else self.hf.shared(inputs["input_ids"])
+        b, s, _ = x.shape
+        users = max(1, CACHE_ROWS // s)  # the encoder a few users at a time: its activations stay in cache
+        parts = [self._cross_keys_values(self._encode(x[lo:lo + users], mask_bias[lo:lo + users]))
+                 for lo in range(0, b, users)]
+        cross = [tuple(_cat([p[i][j] for p in parts]) for j in (0, 1)) for i in range(len(parts[0]))]
+        state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0}
         start = batch.input_ids.new_full((b,), self.start_id)
         return self._decode_step(start, state)
 
@@ -213,13 +216,12 @@ class TigerRecommender(GenerativeRecommender):
         bias = torch.zeros(attention_mask.shape, dtype=torch.float32, device=attention_mask.device)
         return bias.masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)[:, None, None, :]
 
-    def _encode(self, batch: Batch, mask_bias: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) T5 encoder states at inference (no dropout), written out on the HF modules' weights:
-        one q/k/v projection per layer, the relative position bias plus padding built once for all layers,
-        the feed-forward's ReLU in place and, under bf16 autocast, no float32 copy of its hidden layer."""
+    def _encode(self, x: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        """Source embeddings (B, S, D) -> T5 encoder states (B, S, D) at inference (no dropout), written out on
+        the HF modules' weights: one q/k/v projection per layer, the relative position bias plus padding built
+        once for all layers, the feed-forward's ReLU in place and, under bf16 autocast, no float32 copy of its
+        hidden layer."""
         enc = self.hf.encoder
-        inputs = self._encoder_inputs(batch)
-        x = inputs["inputs_embeds"] if "inputs_embeds" in inputs else enc.embed_tokens(inputs["input_ids"])
         b, s, _ = x.shape
         bias = enc.block[0].layer[0].SelfAttention.compute_bias(s, s, device=x.device) + mask_bias  # (B, H, S, S)
         for blk in enc.block:
@@ -233,23 +235,32 @@ class TigerRecommender(GenerativeRecommender):
             x = _feed_forward(blk.layer[1], x)
         return enc.final_layer_norm(x)
 
+    def _cross_keys_values(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys (B, H, d, S) and values (B, H, S, d) of encoder states
+        (B, S, D): stored as the matmuls read them, so no decoding step copies them again."""
+        b, s, _ = enc.shape
+        out = []
+        for blk in self.hf.decoder.block:
+            att = blk.layer[1].EncDecAttention
+            k, v = (proj(enc).view(b, s, att.n_heads, att.key_value_proj_dim) for proj in (att.k, att.v))
+            out.append((k.permute(0, 2, 3, 1).contiguous(), v.transpose(1, 2).contiguous()))
+        return out
+
     def expand_state(self, state: dict, beams: int) -> dict:
-        selfkv = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in state["self"]]
+        selfkv = [(k.repeat_interleave(beams, 1), v.repeat_interleave(beams, 1)) for k, v in state["self"]]
         return {**state, "self": selfkv}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        state = {**state, "self": [(k.index_select(0, beam_idx), v.index_select(0, beam_idx))
-                                   for k, v in state["self"]]}
-        return self._decode_step(tokens, state)
+        return self._decode_step(tokens, state, beam_idx)
 
     def _self_bias(self, length: int, device: torch.device) -> torch.Tensor:
-        """(1, H, 1, length): T5's relative position bias of the query at position length-1."""
+        """(length, 1, H): T5's relative position bias of the query at position length-1."""
         att = self.hf.decoder.block[0].layer[0].SelfAttention
         rel = torch.arange(length, device=device) - (length - 1)
         bucket = att._relative_position_bucket(rel, bidirectional=False,
                                                num_buckets=att.relative_attention_num_buckets,
                                                max_distance=att.relative_attention_max_distance)
-        return att.relative_attention_bias(bucket).t()[None, :, None, :]
+        return att.relative_attention_bias(bucket)[:, None, :]
 
     @staticmethod
     def _attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -259,13 +270,26 @@ class TigerRecommender(GenerativeRecommender):
 
     @staticmethod
     def _attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """One query per row: q (R, H, 1, d), k and v (R, H, L, d), bias (1, H, 1, L) -> (R, H, 1, d). Broadcast
-        products and sums: R*H matmuls of 1 x L are too small for a batched matmul to pay off."""
-        scores = (q * k).sum(-1)[:, :, None, :] + bias
-        probs = torch.softmax(scores.float(), -1).to(v.dtype)  # under autocast: v stays bf16
-        return (probs.transpose(-1, -2) * v).sum(-2, keepdim=True)
+        """One query per row: q (R, H, d), k and v (L, R, H, d), bias (L, 1, H) -> (R, H, d). Broadcast products
+        and sums: R*H matmuls of 1 x L are too small for a batched matmul to pay off."""
+        probs = torch.softmax(((q * k).sum(-1) + bias).float(), 0).to(v.dtype)  # (L, R, H); under autocast bf16
+        return (probs[..., None] * v).sum(0)
 
-    def _decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    @staticmethod
+    def _append(past: torch.Tensor | None, new: torch.Tensor, beam_idx: torch.Tensor | None) -> torch.Tensor:
+        """Self-attention keys or values (L, R, H, d) of the beams' parents (`beam_idx` (R,), rows of `past`)
+        followed by this step's `new` (R, H, d): one copy of the past, slot by slot."""
+        if past is None:
+            return new[None]
+        out = past.new_empty((past.shape[0] + 1, *new.shape))
+        torch.index_select(past, 1, beam_idx, out=out[:-1])
+        out[-1] = new
+        return out
+
+    def _decode_step(self, tokens: torch.Tensor, state: dict,
+                     beam_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The next logits (R, V) for `tokens` (R,) fed to the beams whose parents are rows `beam_idx` of the
+        state (None: the first step). Self-attention keys/values are kept slot-major, (L, R, H, d)."""
         dec = self.hf.decoder
         r, b, t = tokens.shape[0], state["bias"].shape[0], state["t"]
         g = r // b  # rows per user (beams), consecutive
@@ -277,12 +301,11 @@ class TigerRecommender(GenerativeRecommender):
             att = sa.SelfAttention
             h, d = att.n_heads, att.key_value_proj_dim
             y = sa.layer_norm(x)
-            q, k, v = (proj(y).view(r, 1, h, d).transpose(1, 2) for proj in (att.q, att.k, att.v))
-            if state["self"] is not None:
-                k = torch.cat([state["self"][i][0], k], 2)
-                v = torch.cat([state["self"][i][1], v], 2)
+            q, k, v = (proj(y).view(r, h, d) for proj in (att.q, att.k, att.v))
+            past = state["self"][i] if state["self"] is not None else (None, None)
+            k, v = self._append(past[0], k, beam_idx), self._append(past[1], v, beam_idx)
             new_self.append((k, v))
-            x = x + att.o(self._attend_one(q, k, v, pos_bias).transpose(1, 2).reshape(r, 1, h * d))
+            x = x + att.o(self._attend_one(q, k, v, pos_bias).reshape(r, 1, h * d))
             att = ca.EncDecAttention
             q = att.q(ca.layer_norm(x)).view(b, g, h, d).transpose(1, 2)  # (B, H, beams, d)
             ck, cv = state["cross"][i]
@@ -292,14 +315,24 @@ class TigerRecommender(GenerativeRecommender):
         x = dec.final_layer_norm(x)
         if getattr(self.hf.config, "scale_decoder_outputs", self.hf.config.tie_word_embeddings):
             x = x * (self.hf.model_dim ** -0.5)
-        logits = self.hf.lm_head(x)[:, 0]
+        with torch.autocast(x.device.type, enabled=False):  # bf16 logits would be rounded to ~0.4%: near-ties flip
+            logits = self.hf.lm_head(x.float())[:, 0]
         return logits, {**state, "self": new_self, "t": t + 1}
 
 
 def _feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """x + T5LayerFF(x) at inference. With T5's ReLU feed-forward: the ReLU in place and the hidden layer
-    kept in the projection's dtype (transformers casts it to float32 under bf16 autocast, and back)."""
+    """x + T5LayerFF(x) at inference, in place on x (.., D), which the caller owns. With T5's ReLU feed-forward:
+    CACHE_ROWS rows at a time (the (rows, d_ff) hidden layer stays in cache), the ReLU in place and the hidden
+    layer kept in the projection's dtype (transformers casts it to float32 under bf16 autocast, and back)."""
     dense = layer.DenseReluDense
     if not (hasattr(dense, "wi") and isinstance(dense.act, nn.ReLU)):
         return layer(x)
-    return x + dense.wo(dense.wi(layer.layer_norm(x)).relu_())
+    rows = x.view(-1, x.shape[-1])
+    for lo in range(0, rows.shape[0], CACHE_ROWS):
+        part = rows[lo:lo + CACHE_ROWS]
+        part += dense.wo(dense.wi(layer.layer_norm(part)).relu_())
+    return x
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -193,10 +193,11 @@ TIGER_2L = dict(TIGER_PLAIN, num_layers=2, num_decoder_layers=2, num_heads=3)
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_tiger_encoder_pass_equals_transformers_encoder(impl):
-    """TIGER's prefill runs its own T5 encoder pass (one q/k/v projection, the ReLU in place): on padded
-    batches its first-token logits are transformers' forward pass's (either attention implementation),
-    and its top-K is generate()'s, which runs transformers' encoder module."""
-    for cfg in (TIGER_2L, dict(TIGER_RICH, num_layers=2)):
+    """TIGER's prefill runs its own T5 encoder pass (one q/k/v projection, the ReLU in place; other
+    feed-forwards through transformers' module): on padded batches its first-token logits are transformers'
+    forward pass's (either attention implementation), and its top-K is generate()'s, which runs
+    transformers' encoder module."""
+    for cfg in (TIGER_2L, dict(TIGER_RICH, num_layers=2), dict(TIGER_2L, feed_forward_proj="gated-gelu")):
         model, batch = _setup("tiger", cfg, semantic_ids(50))
         model.hf.set_attn_implementation(impl)
         assert (batch.attention_mask == 0).any()  # histories of 1..8 items: padded rows
@@ -227,3 +228,16 @@ def test_bf16_decoding_stays_close_to_float32(name, cfg):
     pairs = same.nonzero()
     torch.testing.assert_close(got.scores[pairs[:, 0], pairs[:, 1]], ref.scores[pairs[:, 0], pairs[:, 2]],
                                atol=0.05, rtol=0)
+
+
+def test_tiger_decodes_the_same_a_few_token_rows_at_a_time(monkeypatch):
+    """TIGER's encoder and feed-forwards work CACHE_ROWS token rows at a time: any block size gives the same
+    top-K and scores."""
+    import semrec.models.tiger as tiger
+
+    model, batch = _setup("tiger", TIGER_RICH, semantic_ids(50))
+    ref = beam_search(model, batch, num_beams=5)
+    monkeypatch.setattr(tiger, "CACHE_ROWS", 7)  # one user per encoder block, 7 rows per feed-forward block
+    got = beam_search(model, batch, num_beams=5)
+    assert batch.input_ids.shape[1] > 7 and torch.equal(got.items, ref.items)
+    torch.testing.assert_close(got.scores, ref.scores, atol=1e-5, rtol=1e-5)
