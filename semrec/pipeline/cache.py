@@ -26,6 +26,9 @@ from semrec.artifacts import atomic_dir, read_json, write_json
 
 STAGE_FILE = "stage.json"
 OWNER_FILE = ".owner"  # inside a stage's temporary directory while it is computed: "host pid"
+# a temporary without an owner file is being created or published (the file is written just after the
+# directory is made and removed just before it is renamed) if it changed this recently; later, it is stale
+UNOWNED_GRACE_S = 60.0
 
 
 def content_key(obj: Any) -> str:
@@ -93,7 +96,11 @@ class StageCache:
             try:
                 owner_host, pid = (tmp / OWNER_FILE).read_text().split()
             except (OSError, ValueError):
-                stale.append(tmp)
+                try:
+                    recent = time.time() - tmp.stat().st_mtime < UNOWNED_GRACE_S
+                except OSError:  # renamed or removed meanwhile
+                    continue
+                (live if recent else stale).append(tmp)
                 continue
             if owner_host != host:
                 continue

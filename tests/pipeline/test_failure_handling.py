@@ -218,6 +218,7 @@ def test_killed_stage_temporaries_are_removed_only_when_their_process_is_gone(tm
         d.mkdir()
         if owner:
             (d / OWNER_FILE).write_text(owner)
+        os.utime(d, (time.time() - 3600,) * 2)  # an ownerless temporary is stale only once it is not recent
     out = cache.run("emb", {}, {}, lambda d: (d / "x").write_text("1"), log=lambda s: None)
     left = sorted(p.name.rsplit("-", 1)[1] for p in tmp_path.glob(".emb-*"))
     assert left == ["host"]  # .tmp-other-host: its process cannot be checked from here
@@ -235,9 +236,13 @@ def test_a_stage_computed_by_another_live_run_is_awaited_and_reused(tmp_path):
         "from semrec.pipeline.cache import StageCache\n"
         "def fn(d):\n"
         "    Path(sys.argv[2]).touch()\n"
-        "    time.sleep(1.5)\n"
+        "    for _ in range(1200):\n"  # finish once the test's run is waiting (load-proof), or after 60 s
+        "        if Path(sys.argv[3]).exists():\n"
+        "            break\n"
+        "        time.sleep(0.05)\n"
         "    (d / 'x').write_text('from the other run')\n"
-        "StageCache(sys.argv[1]).run('emb', {}, {}, fn, log=lambda s: None)\n"), str(tmp_path), str(tmp_path / "started")])
+        "StageCache(sys.argv[1]).run('emb', {}, {}, fn, log=lambda s: None)\n"),
+        str(tmp_path), str(tmp_path / "started"), str(tmp_path / "go")])
     try:
         for _ in range(600):
             if (tmp_path / "started").exists() or other.poll() is not None:
@@ -248,7 +253,12 @@ def test_a_stage_computed_by_another_live_run_is_awaited_and_reused(tmp_path):
         def must_not_run(d):
             raise AssertionError("recomputed a stage another live run was computing")
         logs: list[str] = []
-        out = StageCache(tmp_path, poll_s=0.05).run("emb", {}, {}, must_not_run, log=logs.append)
+
+        def log(msg: str) -> None:
+            logs.append(msg)
+            if "waiting for another run" in msg:
+                (tmp_path / "go").touch()
+        out = StageCache(tmp_path, poll_s=0.05).run("emb", {}, {}, must_not_run, log=log)
         assert other.wait(timeout=60) == 0
     finally:
         other.kill()
@@ -264,6 +274,23 @@ def test_a_stage_computed_by_another_live_run_is_awaited_and_reused(tmp_path):
     threading.Timer(0.3, lambda: (owner.kill(), owner.wait())).start()  # reaped: a zombie would count as alive
     out = StageCache(tmp_path, poll_s=0.05).run("ids", {}, {}, lambda d: (d / "y").write_text("here"), log=logs.append)
     assert (out / "y").read_text() == "here" and (out / STAGE_FILE).is_file() and not tmp.exists()
+
+
+def test_a_recent_temporary_without_owner_is_awaited_not_deleted(tmp_path):
+    """The owner file is written just after a temporary is made and removed just before it is renamed: in
+    those windows another run must wait for it, not delete it (the killed-run case is one an hour old)."""
+    from semrec.pipeline.cache import StageCache, content_key
+
+    key = content_key({"stage": "emb", "config": {}, "inputs": {}})
+    tmp = tmp_path / f".emb-{key}.tmp-publishing"
+    tmp.mkdir()
+    (tmp / "x").write_text("the other run's")
+    seen: list[str] = []
+    threading.Timer(0.5, lambda: (seen.extend(p.name for p in tmp.iterdir()), shutil.rmtree(tmp))).start()
+    logs: list[str] = []
+    StageCache(tmp_path, poll_s=0.05).run("emb", {}, {}, lambda d: (d / "y").write_text("here"), log=logs.append)
+    assert "waiting for another run" in logs[0] and "computing" in logs[1]
+    assert seen == ["x"]  # still there half a second later: not taken for a killed run's
 
 
 def _truncate(f: Path, how: str) -> None:
