@@ -3,7 +3,8 @@ Hugging Face model, and float32 against bf16 autocast on the CPU.
 
 Throughput (samples/s; CPU time of this process, one torch thread, so other jobs on a shared machine do not
 inflate it; the contenders alternate, `--repeats` rounds, best round kept):
-  minimal      the smallest correct loop: the batches collated once before timing, then per step
+  minimal      the smallest correct loop: the Trainer's batches (its seeded shuffle of the rows, so the
+               same histories and padding in every step) collated once before timing, then per step
                hf(input_ids, attention_mask, decoder_input_ids, labels).loss, backward, AdamW step;
   trainer_ntp  semrec.training.Trainer.fit (loss "ntp"): batches collated on the fly, loss through
                semrec.tca's token losses, gradient clipping, warm-up + cosine schedule, logging;
@@ -85,12 +86,18 @@ def user_sequences(ds, n_rows: int, seed: int = 0) -> tuple[np.ndarray, list[np.
     raise ValueError(f"{ds.name}: fewer than {n_rows} training prefixes")
 
 
-def run_minimal(model, rows, steps: int, bf16: bool) -> float:
-    """CPU seconds per step of the hand-written loop (collation before the clock)."""
+def trainer_batches(model, rows) -> list[torch.Tensor]:
+    """The row indices of the Trainer's batches in its first epoch (its seeded shuffle)."""
+    cfg = TrainConfig(epochs=1, batch_size=BATCH, device="cpu", progress=False)
+    return Trainer(model, cfg, rows).task.batches(0)
+
+
+def run_minimal(model, rows, batch_rows: list[torch.Tensor], bf16: bool) -> float:
+    """CPU seconds per step of the hand-written loop over the given batches (collation before the clock)."""
     table = ExampleTable.from_examples(rows, model.max_history)
     batches = []
-    for i in range(steps):
-        b = model.collate(table, torch.arange(i * BATCH, (i + 1) * BATCH))
+    for idx in batch_rows:
+        b = model.collate(table, idx)
         dec = torch.cat([torch.full_like(b.target_tokens[:, :1], model.start_id), b.target_tokens[:, :-1]], 1)
         batches.append((b.input_ids, b.attention_mask, dec, b.labels))
     hf = model.hf.train()
@@ -102,7 +109,7 @@ def run_minimal(model, rows, steps: int, bf16: bool) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return (time.process_time() - c) / steps
+    return (time.process_time() - c) / len(batches)
 
 
 def run_trainer(model, rows, steps: int, loss: str, teacher) -> float:
@@ -151,8 +158,9 @@ def run_cornac(cornac, steps: int) -> float:
 def throughput(model_name: str, steps: int, repeats: int) -> dict:
     ds, tok, model0, rows, teacher, (users, seqs) = setup(model_name, steps)
     cornac = cornac_setup(ds, tok, model_name, users, seqs)
-    contenders = {"minimal_fp32": lambda m: run_minimal(m, rows, steps, False),
-                  "minimal_bf16": lambda m: run_minimal(m, rows, steps, True),
+    batch_rows = trainer_batches(model0, rows)
+    contenders = {"minimal_fp32": lambda m: run_minimal(m, rows, batch_rows, False),
+                  "minimal_bf16": lambda m: run_minimal(m, rows, batch_rows, True),
                   "trainer_ntp_fp32": lambda m: run_trainer(m, rows, steps, "ntp", teacher),
                   "trainer_tca_fp32": lambda m: run_trainer(m, rows, steps, "tca", teacher)}
     if cornac is not None:
@@ -184,7 +192,8 @@ def throughput_notes(tp: dict) -> list[str]:
     """What the rows are, what cornac's row runs, and the Trainer (TCA) against cornac."""
     tr = tp["training_rows"]
     notes = [f"Rows: every prefix of {tr['users']} users' training sequences ({tr['rows']} rows, "
-             f"{tr['mean_history_items_read']:.1f} history items read on average)."]
+             f"{tr['mean_history_items_read']:.1f} history items read on average); the minimal loop trains on "
+             "the Trainer's shuffled batches."]
     if tp["cornac"] is None:
         return notes + ["cornac: not installed, its row is skipped (`pip install -e .[peers]`)."]
     c = tp["cornac"]["config"]

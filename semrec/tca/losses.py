@@ -34,10 +34,15 @@ _NEG_INF = float("-inf")
 
 
 class _CfRows:
-    """The CF rows of one chunk: dense (C, V), or sparse entries (local row, token, value)."""
+    """The CF rows of one chunk: dense (C, V), or sparse entries (local row, flat offset local * V + token
+    in a (C, V) tensor, value); a row's tokens are distinct."""
 
-    def __init__(self, dense: torch.Tensor | None = None, local=None, tok=None, val=None, rows: int = 0):
-        self.dense, self.local, self.tok, self.val, self.n = dense, local, tok, val, rows
+    def __init__(self, dense: torch.Tensor | None = None, local=None, flat=None, val=None, rows: int = 0):
+        self.dense, self.local, self.flat, self.val, self.n = dense, local, flat, val, rows
+
+    def _at(self, x: torch.Tensor) -> torch.Tensor:
+        """The entries' elements of a (C, V) tensor."""
+        return x.reshape(-1).index_select(0, self.flat)
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(self.n, dtype=x.dtype, device=x.device).index_add_(0, self.local, x)
@@ -52,7 +57,7 @@ class _CfRows:
             lcf = torch.logsumexp(z + v.log(), dim=1)
             cz = torch.where(v > 0, v * z, torch.zeros_like(z)).sum(1)
             return v.sum(1), lcf, cz, torch.xlogy(v, v).sum(1)
-        v, zk = self.val, z[self.local, self.tok]
+        v, zk = self.val, self._at(z)
         x = zk + v.log()
         m = torch.full((self.n,), _NEG_INF, dtype=z.dtype, device=z.device)
         m = m.scatter_reduce_(0, self.local, x, reduce="amax", include_self=True)
@@ -67,8 +72,8 @@ class _CfRows:
             w = self.dense if shift is None else self.dense * torch.exp(z - shift.unsqueeze(1))
             grad.sub_(coef.unsqueeze(1) * w)
             return
-        w = self.val if shift is None else self.val * torch.exp(z[self.local, self.tok] - shift[self.local])
-        grad.index_put_((self.local, self.tok), -(coef[self.local] * w), accumulate=True)
+        w = self.val if shift is None else self.val * torch.exp(self._at(z) - shift[self.local])
+        grad.view(-1).index_add_(0, self.flat, -(coef[self.local] * w))
 
 
 def _csr_entries(ptr: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +92,7 @@ class _Plan:
     weight: float  # alpha / lam / eps
     tau: float
     rows: torch.Tensor  # (P,) flat indices of the non-ignored positions, ascending
+    full: bool  # every position is trained (rows is arange(P)): a chunk's rows are a slice of the logits
     targets: torch.Tensor  # (P,)
     cf: Any  # None | dense (R, V) view | SparseTokenDistribution
     allowed: Any  # None | dense bool (R, V) view | SparseTokenDistribution | (indices (R, K), counts (R,))
@@ -94,9 +100,13 @@ class _Plan:
     chunk: int
     dtype: torch.dtype
 
-    def z(self, flat: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scaled, masked logits (C, V) of rows r and the allowed mask (C, V) or None."""
-        z = flat[r].to(self.dtype) / self.tau
+    def z(self, flat: torch.Tensor, sl: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled, masked logits (C, V) of chunk `sl` of the rows and the allowed mask (C, V) or None.
+        Read-only: it may be a view of `flat`."""
+        r = self.rows[sl]
+        z = (flat[sl] if self.full else flat[r]).to(self.dtype)
+        if self.tau != 1:
+            z = z / self.tau
         if self.allowed is None:
             return z, None
         if isinstance(self.allowed, torch.Tensor):
@@ -120,7 +130,8 @@ class _Plan:
         if isinstance(self.cf, torch.Tensor):
             return _CfRows(dense=self.cf[r].to(self.dtype))
         local, e = _csr_entries(self.cf.ptr, r)
-        return _CfRows(local=local, tok=self.cf.tokens[e], val=self.cf.values[e].to(self.dtype), rows=r.numel())
+        return _CfRows(local=local, flat=local * self.vocab + self.cf.tokens[e],
+                       val=self.cf.values[e].to(self.dtype), rows=r.numel())
 
 
 class _TokenLoss(torch.autograd.Function):
@@ -136,7 +147,7 @@ class _TokenLoss(torch.autograd.Function):
         for c0 in range(0, p_rows, plan.chunk):
             sl = slice(c0, min(c0 + plan.chunk, p_rows))
             r, t = plan.rows[sl], plan.targets[sl]
-            z, mask = plan.z(flat, r)
+            z, mask = plan.z(flat, sl)
             lse = torch.logsumexp(z, dim=1)
             zt = z.gather(1, t.unsqueeze(1)).squeeze(1)
             if mask is not None:
@@ -182,12 +193,13 @@ class _TokenLoss(torch.autograd.Function):
         logits, lse_all, aux_all = ctx.saved_tensors
         plan: _Plan = ctx.plan
         flat = logits.detach().reshape(-1, plan.vocab)
-        grad_flat = torch.zeros(flat.shape, dtype=ctx.dtype, device=flat.device)
+        # zeros at the ignored positions; with none, every row is written below
+        grad_flat = (torch.empty if plan.full else torch.zeros)(flat.shape, dtype=ctx.dtype, device=flat.device)
         a, w = plan.mode, plan.weight
         for c0 in range(0, plan.rows.numel(), plan.chunk):
             sl = slice(c0, min(c0 + plan.chunk, plan.rows.numel()))
             r, t = plan.rows[sl], plan.targets[sl]
-            z, mask = plan.z(flat, r)
+            z, mask = plan.z(flat, sl)
             lse = lse_all[sl]
             grad = torch.exp(z - lse.unsqueeze(1))  # softmax p
             cf = plan.cf_rows(r)
@@ -213,7 +225,7 @@ class _TokenLoss(torch.autograd.Function):
                 grad.sub_(uni if mask is None else uni * mask)
                 grad.scatter_add_(1, t.unsqueeze(1), torch.full_like(lse, -(1 - w)).unsqueeze(1))
             grad.mul_((grad_out[sl].to(plan.dtype) / plan.tau).unsqueeze(1))
-            grad_flat[r] = grad.to(ctx.dtype)
+            grad_flat[sl if plan.full else r] = grad.to(ctx.dtype)
         return grad_flat.view(ctx.shape), None
 
 
@@ -276,8 +288,8 @@ def _token_loss(mode: str, logits: torch.Tensor, targets: torch.Tensor, cf, weig
         raise SemrecError(f"targets: token {bad} outside [0, {v}) and not ignore_index {ignore_index}")
     dtype = torch.promote_types(logits.dtype, torch.float32)
     chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK.get(logits.device.type, LOGIT_ELEMENTS_PER_CHUNK["cuda"]) // v)
-    plan = _Plan(mode, float(weight), float(tau), rows, tgt, _flat_cf(cf, logits), _flat_allowed(allowed, logits),
-                 v, chunk, dtype)
+    plan = _Plan(mode, float(weight), float(tau), rows, rows.numel() == flat_t.numel(), tgt, _flat_cf(cf, logits),
+                 _flat_allowed(allowed, logits), v, chunk, dtype)
     per_row = _TokenLoss.apply(logits, plan)
     if reduction == "none":
         out = torch.zeros(flat_t.numel(), dtype=dtype, device=logits.device).scatter(0, rows, per_row)

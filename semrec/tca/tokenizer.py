@@ -30,8 +30,9 @@ from semrec.trie import PrefixIndex, check_token_rows
 
 # Flat candidate elements processed at once for positions >= 1 (bounds the CT's working memory).
 CT_CANDIDATES_PER_CHUNK = 1 << 20
-# Teacher scores (rows x items) soft-maxed at once at position 0.
-CT_FIRST_SCORES_PER_CHUNK = 1 << 23
+# Teacher scores (rows x items) soft-maxed at once at position 0, per device type: on the CPU a few MiB, so
+# that the softmax is still in cache when it is summed per first token.
+CT_FIRST_SCORES_PER_CHUNK = {"cpu": 1 << 20, "cuda": 1 << 23}
 
 
 @dataclass
@@ -262,9 +263,11 @@ class CollaborativeTokenizer:
         rows = active.nonzero().squeeze(1)
         k0 = ix.branching(0)
         sums = torch.zeros(rows.numel(), k0, dtype=s.dtype, device=s.device)
-        step = max(1, CT_FIRST_SCORES_PER_CHUNK // max(1, s.shape[1]))  # rows at once: no (B, N) temporaries
+        per_chunk = CT_FIRST_SCORES_PER_CHUNK.get(s.device.type, CT_FIRST_SCORES_PER_CHUNK["cuda"])
+        step = max(1, per_chunk // max(1, s.shape[1]))  # rows at once: no (B, N) temporaries
+        every = rows.numel() == s.shape[0]  # every row active: slices of s, no gathered copies
         for r0 in range(0, rows.numel(), step):
-            sr = s[rows[r0:r0 + step]]
+            sr = s[r0:r0 + step] if every else s[rows[r0:r0 + step]]
             p = torch.softmax(sr, dim=1)
             masked = ~torch.isfinite(sr.amax(dim=1))  # every item at -inf: softmax gives NaN, want zeros
             if bool(masked.any()):

@@ -23,7 +23,7 @@ def test_ct_first_position_in_row_chunks_equals_the_functional_form(monkeypatch)
     targets[5, 1:] = pad  # a row that is a prefix only
     ct = CollaborativeTokenizer(PrefixIndex(tokens, pad, vocab))
     whole = ct(logits, targets)
-    monkeypatch.setattr(ct_module, "CT_FIRST_SCORES_PER_CHUNK", 2 * n)  # two rows per chunk
+    monkeypatch.setitem(ct_module.CT_FIRST_SCORES_PER_CHUNK, "cpu", 2 * n)  # two rows per chunk
     chunked = ct(logits, targets)
     ref = collaborative_token_distribution(logits, tokens, targets, vocab_size=vocab, pad_id=pad)
     torch.testing.assert_close(chunked, whole, atol=0, rtol=0)
