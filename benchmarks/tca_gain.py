@@ -48,7 +48,8 @@ def pairs(result: dict) -> list[dict]:
         seeds = sorted(set(rows) & set(by_name[base]))
         entry = {"dataset": result["dataset"], "recipe": result["recipe"], "base": base, "tca": name,
                  "tokenizer": rows[seeds[0]].tokenizer, "seeds": seeds,
-                 "alpha": [rows[s].alpha for s in seeds]}
+                 "alpha": [rows[s].alpha for s in seeds],
+                 "alpha_chosen_on_valid": all("alpha" in (rows[s].selected_on_valid or {}) for s in seeds)}
         for m in METRICS:
             if any(m not in by_name[base][s].metrics for s in seeds):  # results written before the diagnostics
                 continue
@@ -126,7 +127,7 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
     lines = ["# TCA against plain NTP at the same budget (test split, mean ± std over seeds)", "",
              "Results files: " + ", ".join(f"`{n}.json`" for n in names) + " (each records its commit, machine,"
              " seeds and recipe). A pair meets the bar when the mean NDCG@10 gain exceeds the larger seed std.", "",
-             "| dataset | model | IDs | seeds | alpha (chosen on valid) | NDCG@10 NTP | NDCG@10 TCA | gain | per-seed gains"
+             "| dataset | model | IDs | seeds | alpha (chosen on valid, or fixed) | NDCG@10 NTP | NDCG@10 TCA | gain | per-seed gains"
              " | gain > std | HR@10 NTP | HR@10 TCA | CC NTP | CC TCA | coverage@10 NTP | coverage@10 TCA |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
@@ -140,7 +141,8 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
 
         lines.append(
             f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
-            f"{', '.join(f'{a:g}' for a in e['alpha'])} | {f(n['base_mean'], n['base_std'])} | "
+            f"{', '.join(f'{a:g}' for a in e['alpha'])}{'' if e['alpha_chosen_on_valid'] else ' (fixed)'} | "
+            f"{f(n['base_mean'], n['base_std'])} | "
             f"{f(n['tca_mean'], n['tca_std'])} | {n['gain']:+.4f} | "
             f"{', '.join(f'{g:+.4f}' for g in n['seed_gains'])} | {bar(e)} | "
             f"{f(h['base_mean'], h['base_std'])} | {f(h['tca_mean'], h['tca_std'])} | "

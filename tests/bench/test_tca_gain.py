@@ -47,3 +47,14 @@ def test_mostpop_row_comes_from_the_recipe_else_from_the_baselines_file():
     assert pop["source"] == "baselines.json" and pop["ndcg@10"][0] == pytest.approx(0.0087, abs=5e-5)
     md = tca_gain.markdown(tca_gain.pairs(res), [pop], ["r"])
     assert "| office-t | MostPop |" in md and md.count("| - | - |") == 1  # no coverage in these rows
+
+
+def test_alpha_is_marked_fixed_unless_every_seed_chose_it_on_valid():
+    res = _result([0.010, 0.012], [0.020, 0.021])
+    (fixed,) = tca_gain.pairs(res)
+    assert "| 0.2, 0.2 (fixed) |" in tca_gain.markdown([fixed], [], ["r"])
+    for r in res["rows"]:
+        if r["loss"] == "tca":
+            r["selected_on_valid"] = {"alpha": 0.2, "ndcg@10": 0.05}
+    (chosen,) = tca_gain.pairs(res)
+    assert "| 0.2, 0.2 |" in tca_gain.markdown([chosen], [], ["r"])
