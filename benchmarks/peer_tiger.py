@@ -4,7 +4,7 @@ Both sides get the same leave-one-out split, the same MiniLM item vectors (token
 literally the same semantic IDs (semrec's RQ-KMeans 3x256 codes with Sinkhorn collision handling are
 handed to cornac through its tokenizer hook, so cornac quantizes nothing itself), the same model size,
 batch size and number of epochs, 10 beams and one torch thread. cornac trains with its shipped recipe
-(`GRID_CONFIG` or `PAISCHER_CONFIG`); semrec trains in two settings:
+(`GRID_CONFIG` or `PAISCHER_CONFIG`); semrec trains in three settings:
 
 - `matched`: the cornac recipe copied option by option (optimizer, learning-rate schedule, weight decay,
   no gradient clipping, dropout, best-on-valid selection on the same number of valid rows), with the
@@ -13,7 +13,9 @@ batch size and number of epochs, 10 beams and one torch thread. cornac trains wi
   item gets because the given codes are unique, plays that role in its encoder input);
 - `semrec`: the same model size with semrec's defaults (tied embeddings, no separator) and the training
   setup of semrec's protocol-P CPU recipes (AdamW 3e-3, 100 warmup steps or a tenth of a shorter run,
-  cosine to 0, weight decay 0.01, gradient clipping at 1).
+  cosine to 0, weight decay 0.01, gradient clipping at 1);
+- `semrec_msl`: `semrec` with MSL, the loss restricted to the trie-allowed next tokens (cornac restricts
+  each level's cross-entropy to that level's codes).
 
 Every side's test metrics are computed from its top-10 lists by `semrec.evaluation.score_lists`: the same
 test users, the target's rank in the beam's list (history items are not removed, a target outside the 10
@@ -71,7 +73,7 @@ SMALL = dict(num_enc_layers=2, num_dec_layers=2, d_model=128, num_heads=4, d_kv=
 # semrec's own training setup (recipes/toys/tiger_tca_p_cpu.yaml)
 SEMREC_TRAIN = dict(optimizer="adamw", lr=3e-3, warmup_steps=100, min_lr_ratio=0.0, weight_decay=0.01,
                     max_grad_norm=1.0)
-SETTINGS = ("matched", "semrec")
+SETTINGS = ("matched", "semrec", "semrec_msl")
 
 
 @dataclass
@@ -311,9 +313,9 @@ def semrec_configs(setting: str, recipe: dict, seed: int, epochs: int, total_ste
             sched = dict(warmup_steps=recipe["warmup_steps"], min_lr_ratio=0.0)
         train = TrainConfig(optimizer="adamw", lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"],
                             max_grad_norm=0.0, **sched, **common)
-    elif setting == "semrec":
+    elif setting in ("semrec", "semrec_msl"):
         warmup = min(SEMREC_TRAIN["warmup_steps"], total_steps // 10)
-        train = TrainConfig(**dict(SEMREC_TRAIN, warmup_steps=warmup), **common)
+        train = TrainConfig(**dict(SEMREC_TRAIN, warmup_steps=warmup), msl=setting == "semrec_msl", **common)
     else:
         raise ValueError(f"unknown semrec setting {setting!r}; known: {', '.join(SETTINGS)}")
     return model, train
@@ -553,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                 "semrec": "semrec TIGER with its defaults (tied embeddings, no separator) and its protocol-P CPU "
                           "training setup: AdamW lr 3e-3, warmup 100 steps (or a tenth of a shorter run), cosine "
                           "to 0, weight decay 0.01, gradient clipping at 1",
+                "semrec_msl": "the `semrec` setting with MSL: each position's cross-entropy over the trie-allowed "
+                              "next tokens only (cornac: over its level's codes), decoding renormalised the same way",
             },
             "remaining_differences": [
                 "batches: cornac fills each batch with consecutive prefixes of shuffled users; semrec shuffles "

@@ -79,3 +79,14 @@ def test_count_matches_a_naive_recall_and_ndcg():
     assert got["rows_with_fewer_than_10_items"] == 1
     assert got["rows_recommending_a_history_item"] == sum(
         bool(np.isin(r[r >= 0], test.history(e)).any()) for e, r in enumerate(items))
+
+
+def test_semrec_msl_setting_is_the_semrec_setting_with_msl():
+    rec = dict(peer_tiger.CORNAC_RECIPES["grid"], **peer_tiger.SMALL)
+    model, cfg = peer_tiger.semrec_configs("semrec", rec, seed=0, epochs=2, total_steps=500)
+    model_msl, cfg_msl = peer_tiger.semrec_configs("semrec_msl", rec, seed=0, epochs=2, total_steps=500)
+    assert model_msl == model and cfg_msl.msl and not cfg.msl
+    cfg_msl.msl = False
+    assert cfg_msl == cfg
+    with pytest.raises(ValueError, match="unknown semrec setting"):
+        peer_tiger.semrec_configs("semrec_mls", rec, seed=0, epochs=2, total_steps=500)
