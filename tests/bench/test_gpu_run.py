@@ -40,7 +40,8 @@ def test_tiny_run_writes_every_stage(tmp_path):
 
 
 def test_missing_artifacts_is_one_line_exit_2(tmp_path):
-    p = _run("--tiny", "--artifacts", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))  # the default 240 s: a loaded machine starts Python slowly
+    # the default timeout (240 s): a loaded machine starts Python slowly
+    p = _run("--tiny", "--artifacts", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "--make-artifacts" in p.stderr
     assert not (tmp_path / "out").exists()
