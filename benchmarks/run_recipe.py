@@ -9,6 +9,7 @@ nothing is edited by hand.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "results.json", RESULTS / f"{name}.json")
     md = (out / "results.md").read_text()
-    cmd = " ".join(["python benchmarks/run_recipe.py", args.recipe, *[f"--set {o}" for o in args.overrides]])
+    sets = [f"--set {shlex.quote(o)}" for o in args.overrides]  # quoted: the line can be pasted into a shell
+    cmd = " ".join(["python benchmarks/run_recipe.py", args.recipe, *sets])
     (RESULTS / f"{name}.md").write_text(md + f"\nProduced by `{cmd}`.\n")
     print(md)
 
