@@ -18,6 +18,13 @@ from semrec.pipeline import load_recipe, run_recipe
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def produced_by(recipe: str, overrides: list[str], name: str | None = None) -> str:
+    """The command line that writes the same results file, each argument quoted so it pastes into a shell
+    (`--out` is left out: the run directory does not change the results)."""
+    args = [recipe, *[a for o in overrides for a in ("--set", o)], *(["--name", name] if name else [])]
+    return " ".join(["python benchmarks/run_recipe.py", *map(shlex.quote, args)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe")
@@ -33,8 +40,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "results.json", RESULTS / f"{name}.json")
     md = (out / "results.md").read_text()
-    sets = [f"--set {shlex.quote(o)}" for o in args.overrides]  # quoted: the line can be pasted into a shell
-    cmd = " ".join(["python benchmarks/run_recipe.py", args.recipe, *sets])
+    cmd = produced_by(args.recipe, args.overrides, args.name)
     (RESULTS / f"{name}.md").write_text(md + f"\nProduced by `{cmd}`.\n")
     print(md)
 
