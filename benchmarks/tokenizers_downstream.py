@@ -5,8 +5,8 @@ Joins `tokenizers_compare.json` (written by benchmarks/tokenizers_compare.py: co
 perplexity per level, CF-neighbour agreement, reconstruction error of each scheme's IDs) with recipe results
 that train the same TIGER on each scheme's IDs (default the three `<dataset>_tokenizers_downstream_cpu.json`,
 from recipes/<dataset>/tokenizers_downstream_cpu.yaml) on (dataset, scheme file stem). Only the NTP test rows
-count as a scheme's downstream figure. Per dataset: a table with the dataset's MostPop row and the winning
-scheme's margin; across schemes: the Spearman rank correlation of each intrinsic figure with test NDCG@10
+count as a scheme's downstream figure; a scheme's TCA test rows, where the result has them, sit beside it
+with their gain over NTP. Per dataset: a table with the dataset's MostPop row and the winning scheme's margin; across schemes: the Spearman rank correlation of each intrinsic figure with test NDCG@10
 within each dataset and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with
 permutation p-values. Nothing is recomputed.
 
@@ -57,16 +57,16 @@ def figures(ir: dict) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in vals.items()}
 
 
-def downstream(result: dict, where: str) -> dict[str, dict]:
-    """Per scheme file stem: the model name, seeds and per-seed test metrics of its NTP rows in one result."""
+def downstream(result: dict, where: str, loss: str = "ntp") -> dict[str, dict]:
+    """Per scheme file stem: the model name, seeds and per-seed test metrics of its `loss` rows in one result."""
     by: dict[str, dict] = {}
     for r in rows_of(result, where):
-        if r.split != "test" or r.loss != "ntp" or not r.tokenizer or r.is_reference:
+        if r.split != "test" or r.loss != loss or not r.tokenizer or r.is_reference:
             continue
         e = by.setdefault(r.tokenizer, {"model": r.name, "seeds": [], **{m: [] for m in METRICS}})
         if e["model"] != r.name:
-            raise SemrecError(f"{where}: scheme {r.tokenizer} has NTP test rows of two models ({e['model']!r}, "
-                              f"{r.name!r}); give one result per model")
+            raise SemrecError(f"{where}: scheme {r.tokenizer} has {loss.upper()} test rows of two models "
+                              f"({e['model']!r}, {r.name!r}); give one result per model")
         e["seeds"].append(r.seed)
         for m in METRICS:
             if m in r.metrics:
@@ -81,10 +81,22 @@ def summary(xs: list[float]) -> dict | None:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
 
 
+def tca_beside(ntp: dict, tca: dict | None) -> dict | None:
+    """A scheme's TCA test figures over seeds and its NDCG@10 gain over NTP, paired on the seeds both have
+    (mean and std of the per-seed differences); None without TCA rows."""
+    if tca is None:
+        return None
+    a = dict(zip(ntp["seeds"], ntp["ndcg@10"]))
+    diffs = [t - a[s] for s, t in zip(tca["seeds"], tca["ndcg@10"]) if s in a]
+    return {"model": tca["model"], "seeds": sorted(tca["seeds"]), **{m: summary(tca[m]) for m in METRICS},
+            "gain": summary(diffs)}
+
+
 def join(intrinsic: dict, result: dict, where: str) -> list[dict]:
     """One row per scheme of the result's dataset found in both files, in the intrinsic file's order:
-    intrinsic figures, per-level usage, downstream test metrics over seeds, NDCG@10 relative to REFERENCE."""
-    ds, down = result["dataset"], downstream(result, where)
+    intrinsic figures, per-level usage, downstream test metrics over seeds, NDCG@10 relative to REFERENCE,
+    and the scheme's TCA figures where the result has them."""
+    ds, down, tca = result["dataset"], downstream(result, where), downstream(result, where, "tca")
     rows = []
     for ir in intrinsic["rows"]:  # by scheme file stem, as results name tokenizers
         if ir["dataset"] != ds or ir["name"] not in down:
@@ -92,7 +104,8 @@ def join(intrinsic: dict, result: dict, where: str) -> list[dict]:
         d = down[ir["name"]]
         rows.append({"dataset": ds, "scheme": ir["name"], "model": d["model"], "seeds": sorted(d["seeds"]),
                      "codes_used": ir.get("codes_used", []), "perplexity_levels": ir.get("perplexity", []),
-                     "figures": figures(ir), **{m: summary(d[m]) for m in METRICS}})
+                     "figures": figures(ir), **{m: summary(d[m]) for m in METRICS},
+                     "tca": tca_beside(d, tca.get(ir["name"]))})
     ref = next((r["ndcg@10"]["mean"] for r in rows if r["scheme"] == REFERENCE), None)
     for r in rows:
         r["ndcg@10_rel"] = r["ndcg@10"]["mean"] / ref if ref else None
@@ -259,22 +272,39 @@ def winner_line(ds: str, w: dict) -> str:
             f"{w['runner_up']} ({pm(w['runner_up_ndcg@10'])}); {noise}.")
 
 
+def tca_line(ds: str, rows: list[dict]) -> str | None:
+    """One sentence on the schemes trained with TCA too: the paired NDCG@10 gain against its seed std."""
+    parts = []
+    for r in rows:
+        t = r["tca"]
+        if t is None or t["gain"] is None:
+            continue
+        g = t["gain"]
+        verdict = ("one seed: not tested against seed noise" if g["std"] is None else
+                   f"{'above' if g['mean'] > g['std'] else 'NOT above'} the std of the per-seed gains")
+        gain = f"{g['mean']:+.4f}" + ("" if g["std"] is None else f" ± {g['std']:.4f}")
+        parts.append(f"{r['scheme']} {pm(r['ndcg@10'])} -> {pm(t['ndcg@10'])} with TCA, gain {gain} over "
+                     f"{g['n']} paired seed(s) ({verdict}); coverage@10 {pm(r['coverage@10'])} -> {pm(t['coverage@10'])}")
+    return f"{ds}, TCA: " + "; ".join(parts) + "." if parts else None
+
+
 def dataset_table(rows: list[dict], pop: dict | None) -> list[str]:
     """The Markdown table of one dataset: a row per scheme, then MostPop."""
     lines = [("| scheme | collision rate before | codes used / level | perplexity / level | CF-nb agree 1st (lift) "
-              "| recon rel. MSE | seeds | NDCG@10 | HR@10 | coverage@10 | NDCG@10 / RQ-KMeans |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| recon rel. MSE | seeds | NDCG@10 | HR@10 | coverage@10 | NDCG@10 / RQ-KMeans | NDCG@10 with TCA |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["figures"]
         lines.append(f"| {r['scheme']} | {num(f['collision_rate_before'])} | {'/'.join(map(str, r['codes_used']))} | "
                      f"{'/'.join(f'{p:.0f}' for p in r['perplexity_levels'])} | {num(f['cf_agree1'])} "
                      f"({num(f['cf_lift1'], '.1f')}x) | {num(f['recon_rel_mse'])} | {len(r['seeds'])} | "
-                     f"{pm(r['ndcg@10'])} | {pm(r['hr@10'])} | {pm(r['coverage@10'])} | {num(r['ndcg@10_rel'])} |")
+                     f"{pm(r['ndcg@10'])} | {pm(r['hr@10'])} | {pm(r['coverage@10'])} | {num(r['ndcg@10_rel'])} | "
+                     f"{pm(r['tca']['ndcg@10']) if r['tca'] else '-'} |")
     if pop is None:
-        lines.append("| MostPop | | | | | | - | not in the result nor in baselines.json | - | - | - |")
+        lines.append("| MostPop | | | | | | - | not in the result nor in baselines.json | - | - | - | - |")
     else:
         lines.append(f"| MostPop ({pop['source']}) | | | | | | - | {pop['ndcg@10'][0]:.4f} | {pop['hr@10'][0]:.4f} "
-                     f"| - | - |")
+                     f"| - | - | - |")
     return lines
 
 
@@ -299,13 +329,15 @@ def markdown(report: dict, metas: dict[str, dict]) -> str:
     """The whole Markdown page: sources, one table per dataset with its winner, the correlations, the finding."""
     lines = ["# Semantic-ID schemes: intrinsic figures and downstream TIGER accuracy", "",
              (f"Intrinsic: `{report['intrinsic']}.json` (seed {report['intrinsic_seed']}). Downstream: NTP rows of "
-              "the recipe results below, test split, mean ± std over seeds (a bare number is one seed)."), ""]
+              "the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last column: "
+              "the same scheme's TCA rows where the result has them."), ""]
     for ds, t in report["datasets"].items():
         m = metas[ds]
         source = (f"Downstream: `{t['source']}.json` (recipe {m['recipe']}, seeds {m['seeds']}, commit "
                   f"`{m['commit']}`, {m['machine']}).")
+        tca = tca_line(ds, t["rows"])
         lines += [f"## {ds}", "", source, "", *dataset_table(t["rows"], t["mostpop"]), "",
-                  winner_line(ds, t["winner"]), ""]
+                  winner_line(ds, t["winner"]), *([tca] if tca else []), ""]
     method = (f"Spearman's rho (average ranks for ties) between each figure and test NDCG@10 across the schemes of "
               f"a dataset, and pooled over datasets with NDCG@10 divided by the dataset's {REFERENCE} row (the "
               f"intrinsic figures stay raw). p: two-sided, {N_PERMUTATIONS} Monte Carlo permutations of NDCG@10 "
@@ -416,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     plot({ds: t["rows"] for ds, t in report["datasets"].items()}, report["correlations"],
          args.dir / f"{args.out_name}.png")
     cmd = " ".join(["python benchmarks/tokenizers_downstream.py", f"--intrinsic {args.intrinsic}",
-                    *[f"--result {n}" for n in names]])
+                    *[f"--result {n}" for n in names],
+                    *([f"--out-name {args.out_name}"] if args.out_name != "tokenizers_downstream" else [])])
     md = markdown(report, {r["dataset"]: r for r in results.values()})
     with atomic_file(args.dir / f"{args.out_name}.md") as f:
         f.write(md + f"\nPlot: `{args.out_name}.png`. Produced by `{cmd}`.\n")

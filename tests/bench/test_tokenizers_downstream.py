@@ -44,7 +44,8 @@ def _result(ds: str, base: float, seeds: tuple[int, ...], *, mostpop: bool = Tru
         for i, s in enumerate(SCHEMES):
             v = base * (1 + i / 10) + seed / 1000
             rows.append(_row(f"TIGER ({s})", s, "ntp", seed, v, **{"coverage@10": 0.1}))
-            rows.append(_row(f"TIGER+TCA ({s})", s, "tca", seed, 1.0))  # not a downstream NTP figure
+            if s == "pq":  # TCA beside NTP on one scheme, not a downstream NTP figure
+                rows.append(_row(f"TIGER+TCA ({s})", s, "tca", seed, v + 0.001 * (1 + seed), **{"coverage@10": 0.3}))
             rows.append(_row(f"TIGER ({s})", s, "ntp", seed, 2.0, split="valid"))
         rows.append(_row("TIGER (rqkmeans_text_cf)", "rqkmeans_text_cf", "ntp", seed, 3.0))  # no intrinsic row
     return {"recipe": f"{ds}_r", "dataset": ds, "seeds": list(seeds), "commit": "abc", "machine": "CPU", "rows": rows}
@@ -71,6 +72,18 @@ def test_join_takes_each_schemes_ntp_test_rows_of_its_own_dataset():
     assert pq["ndcg@10_rel"] == pytest.approx(pq["ndcg@10"]["mean"] / rows[0]["ndcg@10"]["mean"])
     one = td.join(_intrinsic(), _result("toys-t", 0.004, (0,)), "toys_r.json")
     assert one[0]["ndcg@10"]["std"] is None and one[0]["ndcg@10_rel"] == 1.0
+
+
+def test_tca_rows_sit_beside_their_scheme_with_the_gain_paired_on_seeds():
+    rows = td.join(_intrinsic(), _result("office-t", 0.02, (0, 1, 2)), "office_r.json")
+    pq = rows[2]
+    assert [r["tca"] is None for r in rows] == [True, True, False, True, True]
+    assert pq["tca"]["ndcg@10"]["mean"] == pytest.approx(pq["ndcg@10"]["mean"] + 0.002)
+    assert pq["tca"]["gain"]["mean"] == pytest.approx(0.002) and pq["tca"]["gain"]["std"] == pytest.approx(0.001)
+    assert pq["tca"]["coverage@10"]["mean"] == pytest.approx(0.3) and pq["tca"]["seeds"] == [0, 1, 2]
+    line = td.tca_line("office-t", rows)
+    assert line.startswith("office-t, TCA: pq ") and "gain +0.0020 ± 0.0010 over 3 paired seed(s) (above" in line
+    assert td.tca_line("office-t", [{**r, "tca": None} for r in rows]) is None
 
 
 def test_winner_margin_is_judged_against_seed_std_only_with_several_seeds():
@@ -120,7 +133,8 @@ def test_main_writes_one_table_per_dataset_with_mostpop_and_the_finding(results_
     md = (results_dir / "out.md").read_text()
     assert md.count("| MostPop (") == 2 and "## office-t" in md and "## toys-t" in md
     assert "**letter** wins" in md and "one seed per scheme" in md
-    assert "needs |rho| >= 1.0 (a perfect ordering)" in md
+    assert "needs |rho| >= 1.0 (a perfect ordering)" in md and "office-t, TCA: pq" in md
+    assert "--out-name out`" in md
     report = json.loads((results_dir / "out.json").read_text())
     cf = next(c for c in report["correlations"] if c["figure"] == "cf_agree1")
     assert cf["per_dataset"]["office-t"]["rho"] == pytest.approx(1.0) and cf["pooled"]["n"] == 10
