@@ -58,10 +58,11 @@ def figures(ir: dict) -> dict[str, float]:
 
 
 def downstream(result: dict, where: str, loss: str = "ntp") -> dict[str, dict]:
-    """Per scheme file stem: the model name, seeds and per-seed test metrics of its `loss` rows in one result."""
+    """Per scheme file stem: the model name, seeds and per-seed test metrics of its `loss` rows in one result
+    ("ntp" takes "ntp+msl" rows too: the same labels, the loss over the trie-allowed tokens)."""
     by: dict[str, dict] = {}
     for r in rows_of(result, where):
-        if r.split != "test" or r.loss != loss or not r.tokenizer or r.is_reference:
+        if r.split != "test" or r.loss.split("+")[0] != loss or not r.tokenizer or r.is_reference:
             continue
         e = by.setdefault(r.tokenizer, {"model": r.name, "seeds": [], **{m: [] for m in METRICS}})
         if e["model"] != r.name:

@@ -72,6 +72,10 @@ def test_join_takes_each_schemes_ntp_test_rows_of_its_own_dataset():
     assert pq["ndcg@10_rel"] == pytest.approx(pq["ndcg@10"]["mean"] / rows[0]["ndcg@10"]["mean"])
     one = td.join(_intrinsic(), _result("toys-t", 0.004, (0,)), "toys_r.json")
     assert one[0]["ndcg@10"]["std"] is None and one[0]["ndcg@10_rel"] == 1.0
+    msl = _result("office-t", 0.02, (0, 1, 2))  # MSL rows ("ntp+msl", "tca+msl") are NTP and TCA rows
+    for r in msl["rows"]:
+        r["loss"] = {"ntp": "ntp+msl", "tca": "tca+msl"}.get(r["loss"], r["loss"])
+    assert td.join(_intrinsic(), msl, "msl.json") == rows
 
 
 def test_tca_rows_sit_beside_their_scheme_with_the_gain_paired_on_seeds():
