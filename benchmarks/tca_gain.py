@@ -35,11 +35,12 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def pairs(result: dict) -> list[dict]:
-    """NTP/TCA pairs of one recipe result (each TCA row and its recorded `baseline` row): per pair the
-    per-seed metrics of both and the gain summary."""
+    """NTP/TCA pairs of one recipe result (each TCA test row and its recorded `baseline` row): per pair the
+    per-seed test metrics of both and the gain summary."""
     by_name: dict[str, dict] = defaultdict(dict)  # name -> seed -> ResultRow
     for r in rows_of(result, result.get("recipe", "results")):
-        by_name[r.name][r.seed] = r
+        if r.split == "test":  # a valid row of the same name and seed must not stand in for it
+            by_name[r.name][r.seed] = r
     out = []
     for name, rows in by_name.items():
         base = next(iter(rows.values())).baseline

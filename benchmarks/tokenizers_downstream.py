@@ -5,10 +5,11 @@ Joins `tokenizers_compare.json` (written by benchmarks/tokenizers_compare.py: co
 perplexity per level, CF-neighbour agreement, reconstruction error of each scheme's IDs) with recipe results
 that train the same TIGER on each scheme's IDs (default the three `<dataset>_tokenizers_downstream_cpu.json`,
 from recipes/<dataset>/tokenizers_downstream_cpu.yaml) on (dataset, scheme file stem). Only the NTP test rows
-count as a scheme's downstream figure; a scheme's TCA test rows, where the result has them, sit beside it
-with their gain over NTP. Per dataset: a table with the dataset's MostPop row and the winning scheme's margin; across schemes: the Spearman rank correlation of each intrinsic figure with test NDCG@10
-within each dataset and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with
-permutation p-values. Nothing is recomputed.
+count as a scheme's downstream figure; a scheme's TCA pair (benchmarks/tca_gain.py), where the result has
+one, sits beside it. Per dataset: a table with the dataset's MostPop row and the winning scheme's margin;
+across schemes: the Spearman rank correlation of each intrinsic figure with test NDCG@10 within each dataset
+and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with permutation p-values. Nothing is
+recomputed.
 
     python benchmarks/tokenizers_downstream.py [--result office_tokenizers_downstream_cpu --result ...]
 
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tca_gain import most_popular
+from tca_gain import most_popular, pairs
 
 from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.errors import SemrecError
@@ -57,17 +58,17 @@ def figures(ir: dict) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in vals.items()}
 
 
-def downstream(result: dict, where: str, loss: str = "ntp") -> dict[str, dict]:
-    """Per scheme file stem: the model name, seeds and per-seed test metrics of its `loss` rows in one result
-    ("ntp" takes "ntp+msl" rows too: the same labels, the loss over the trie-allowed tokens)."""
+def downstream(result: dict, where: str) -> dict[str, dict]:
+    """Per scheme file stem: the model name, seeds and per-seed test metrics of its NTP rows in one result
+    ("ntp+msl" rows are NTP rows: the same labels, the loss over the trie-allowed tokens)."""
     by: dict[str, dict] = {}
     for r in rows_of(result, where):
-        if r.split != "test" or r.loss.split("+")[0] != loss or not r.tokenizer or r.is_reference:
+        if r.split != "test" or r.loss.split("+")[0] != "ntp" or not r.tokenizer or r.is_reference:
             continue
         e = by.setdefault(r.tokenizer, {"model": r.name, "seeds": [], **{m: [] for m in METRICS}})
         if e["model"] != r.name:
-            raise SemrecError(f"{where}: scheme {r.tokenizer} has {loss.upper()} test rows of two models "
-                              f"({e['model']!r}, {r.name!r}); give one result per model")
+            raise SemrecError(f"{where}: scheme {r.tokenizer} has NTP test rows of two models ({e['model']!r}, "
+                              f"{r.name!r}); give one result per model")
         e["seeds"].append(r.seed)
         for m in METRICS:
             if m in r.metrics:
@@ -82,22 +83,25 @@ def summary(xs: list[float]) -> dict | None:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
 
 
-def tca_beside(ntp: dict, tca: dict | None) -> dict | None:
-    """A scheme's TCA test figures over seeds and its NDCG@10 gain over NTP, paired on the seeds both have
-    (mean and std of the per-seed differences); None without TCA rows."""
-    if tca is None:
-        return None
-    a = dict(zip(ntp["seeds"], ntp["ndcg@10"]))
-    diffs = [t - a[s] for s, t in zip(tca["seeds"], tca["ndcg@10"]) if s in a]
-    return {"model": tca["model"], "seeds": sorted(tca["seeds"]), **{m: summary(tca[m]) for m in METRICS},
-            "gain": summary(diffs)}
+def tca_pairs(result: dict, down: dict[str, dict], where: str) -> dict[str, dict]:
+    """Per scheme file stem: the TCA pair (tca_gain.pairs) whose baseline is the scheme's NTP model; at most one."""
+    out: dict[str, dict] = {}
+    for p in pairs(result):
+        if p["tokenizer"] not in down or p["base"] != down[p["tokenizer"]]["model"]:
+            continue
+        if p["tokenizer"] in out:
+            raise SemrecError(f"{where}: scheme {p['tokenizer']} has two TCA models ({out[p['tokenizer']]['tca']!r}, "
+                              f"{p['tca']!r}); give one result per model")
+        out[p["tokenizer"]] = p
+    return out
 
 
 def join(intrinsic: dict, result: dict, where: str) -> list[dict]:
     """One row per scheme of the result's dataset found in both files, in the intrinsic file's order:
     intrinsic figures, per-level usage, downstream test metrics over seeds, NDCG@10 relative to REFERENCE,
-    and the scheme's TCA figures where the result has them."""
-    ds, down, tca = result["dataset"], downstream(result, where), downstream(result, where, "tca")
+    and the scheme's TCA pair where the result has one."""
+    ds, down = result["dataset"], downstream(result, where)
+    tca = tca_pairs(result, down, where)
     rows = []
     for ir in intrinsic["rows"]:  # by scheme file stem, as results name tokenizers
         if ir["dataset"] != ds or ir["name"] not in down:
@@ -106,7 +110,7 @@ def join(intrinsic: dict, result: dict, where: str) -> list[dict]:
         rows.append({"dataset": ds, "scheme": ir["name"], "model": d["model"], "seeds": sorted(d["seeds"]),
                      "codes_used": ir.get("codes_used", []), "perplexity_levels": ir.get("perplexity", []),
                      "figures": figures(ir), **{m: summary(d[m]) for m in METRICS},
-                     "tca": tca_beside(d, tca.get(ir["name"]))})
+                     "tca": tca.get(ir["name"])})
     ref = next((r["ndcg@10"]["mean"] for r in rows if r["scheme"] == REFERENCE), None)
     for r in rows:
         r["ndcg@10_rel"] = r["ndcg@10"]["mean"] / ref if ref else None
@@ -273,19 +277,27 @@ def winner_line(ds: str, w: dict) -> str:
             f"{w['runner_up']} ({pm(w['runner_up_ndcg@10'])}); {noise}.")
 
 
+def tca_cell(pair: dict, metric: str = "ndcg@10") -> str:
+    """The TCA side of a pair's `metric` as mean ± std ('-' when the pair lacks the metric)."""
+    m = pair.get(metric)
+    if m is None:
+        return "-"
+    return pm({"mean": m["tca_mean"], "std": m["tca_std"] if len(pair["seeds"]) > 1 else None})
+
+
 def tca_line(ds: str, rows: list[dict]) -> str | None:
-    """One sentence on the schemes trained with TCA too: the paired NDCG@10 gain against its seed std."""
+    """One sentence on the schemes trained with TCA too: the NDCG@10 gain against the larger seed std (the
+    acceptance bar of benchmarks/tca_gain.py)."""
     parts = []
     for r in rows:
         t = r["tca"]
-        if t is None or t["gain"] is None:
+        if t is None:
             continue
-        g = t["gain"]
-        verdict = ("one seed: not tested against seed noise" if g["std"] is None else
-                   f"{'above' if g['mean'] > g['std'] else 'NOT above'} the std of the per-seed gains")
-        gain = f"{g['mean']:+.4f}" + ("" if g["std"] is None else f" ± {g['std']:.4f}")
-        parts.append(f"{r['scheme']} {pm(r['ndcg@10'])} -> {pm(t['ndcg@10'])} with TCA, gain {gain} over "
-                     f"{g['n']} paired seed(s) ({verdict}); coverage@10 {pm(r['coverage@10'])} -> {pm(t['coverage@10'])}")
+        verdict = {True: "above", False: "NOT above", None: "one seed: not judged against"}[t["gain_exceeds_std"]]
+        seeds = ", ".join(f"{g:+.4f}" for g in t["ndcg@10"]["seed_gains"])
+        parts.append(f"{r['scheme']} {pm(r['ndcg@10'])} -> {tca_cell(t)} with TCA, gain {t['ndcg@10']['gain']:+.4f} "
+                     f"(per seed {seeds}; {verdict} the larger seed std), coverage@10 {pm(r['coverage@10'])} -> "
+                     f"{tca_cell(t, 'coverage@10')}")
     return f"{ds}, TCA: " + "; ".join(parts) + "." if parts else None
 
 
@@ -300,7 +312,7 @@ def dataset_table(rows: list[dict], pop: dict | None) -> list[str]:
                      f"{'/'.join(f'{p:.0f}' for p in r['perplexity_levels'])} | {num(f['cf_agree1'])} "
                      f"({num(f['cf_lift1'], '.1f')}x) | {num(f['recon_rel_mse'])} | {len(r['seeds'])} | "
                      f"{pm(r['ndcg@10'])} | {pm(r['hr@10'])} | {pm(r['coverage@10'])} | {num(r['ndcg@10_rel'])} | "
-                     f"{pm(r['tca']['ndcg@10']) if r['tca'] else '-'} |")
+                     f"{tca_cell(r['tca']) if r['tca'] else '-'} |")
     if pop is None:
         lines.append("| MostPop | | | | | | - | not in the result nor in baselines.json | - | - | - | - |")
     else:
@@ -330,8 +342,9 @@ def markdown(report: dict, metas: dict[str, dict]) -> str:
     """The whole Markdown page: sources, one table per dataset with its winner, the correlations, the finding."""
     lines = ["# Semantic-ID schemes: intrinsic figures and downstream TIGER accuracy", "",
              (f"Intrinsic: `{report['intrinsic']}.json` (seed {report['intrinsic_seed']}). Downstream: NTP rows of "
-              "the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last column: "
-              "the same scheme's TCA rows where the result has them."), ""]
+              "the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last "
+              "column: the scheme's TCA twin (the TCA rows whose baseline is its NTP row), where the result has one."),
+             ""]
     for ds, t in report["datasets"].items():
         m = metas[ds]
         source = (f"Downstream: `{t['source']}.json` (recipe {m['recipe']}, seeds {m['seeds']}, commit "

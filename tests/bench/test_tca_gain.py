@@ -29,6 +29,13 @@ def test_gain_is_judged_against_the_larger_seed_std():
     assert low["gain_exceeds_std"] is False
 
 
+def test_valid_rows_of_the_same_name_and_seed_do_not_stand_in_for_test_rows():
+    res = _result([0.010, 0.012, 0.014], [0.020, 0.021, 0.022])
+    res["rows"] += [{**r, "split": "valid", "ndcg@10": 0.5} for r in res["rows"]]
+    (pair,) = tca_gain.pairs(res)
+    assert pair["ndcg@10"]["base_mean"] == pytest.approx(0.012) and pair["ndcg@10"]["tca_mean"] == pytest.approx(0.021)
+
+
 def test_one_seed_cannot_meet_or_miss_the_bar():
     (one,) = tca_gain.pairs(_result([0.010], [0.020]))
     assert one["gain_exceeds_std"] is None

@@ -45,7 +45,7 @@ def _result(ds: str, base: float, seeds: tuple[int, ...], *, mostpop: bool = Tru
             v = base * (1 + i / 10) + seed / 1000
             rows.append(_row(f"TIGER ({s})", s, "ntp", seed, v, **{"coverage@10": 0.1}))
             if s == "pq":  # TCA beside NTP on one scheme, not a downstream NTP figure
-                rows.append(_row(f"TIGER+TCA ({s})", s, "tca", seed, v + 0.001 * (1 + seed), **{"coverage@10": 0.3}))
+                rows.append(_row(f"TIGER+TCA ({s})", s, "tca", seed, v + 0.002 + 0.0005 * seed, **{"coverage@10": 0.3}))
             rows.append(_row(f"TIGER ({s})", s, "ntp", seed, 2.0, split="valid"))
         rows.append(_row("TIGER (rqkmeans_text_cf)", "rqkmeans_text_cf", "ntp", seed, 3.0))  # no intrinsic row
     return {"recipe": f"{ds}_r", "dataset": ds, "seeds": list(seeds), "commit": "abc", "machine": "CPU", "rows": rows}
@@ -78,16 +78,29 @@ def test_join_takes_each_schemes_ntp_test_rows_of_its_own_dataset():
     assert td.join(_intrinsic(), msl, "msl.json") == rows
 
 
-def test_tca_rows_sit_beside_their_scheme_with_the_gain_paired_on_seeds():
+def test_tca_rows_sit_beside_their_scheme_judged_by_the_tca_gain_bar():
     rows = td.join(_intrinsic(), _result("office-t", 0.02, (0, 1, 2)), "office_r.json")
     pq = rows[2]
     assert [r["tca"] is None for r in rows] == [True, True, False, True, True]
-    assert pq["tca"]["ndcg@10"]["mean"] == pytest.approx(pq["ndcg@10"]["mean"] + 0.002)
-    assert pq["tca"]["gain"]["mean"] == pytest.approx(0.002) and pq["tca"]["gain"]["std"] == pytest.approx(0.001)
-    assert pq["tca"]["coverage@10"]["mean"] == pytest.approx(0.3) and pq["tca"]["seeds"] == [0, 1, 2]
+    nd = pq["tca"]["ndcg@10"]
+    assert nd["base_mean"] == pytest.approx(pq["ndcg@10"]["mean"]) and nd["tca_mean"] == pytest.approx(
+        pq["ndcg@10"]["mean"] + 0.0025)
+    assert nd["seed_gains"] == pytest.approx([0.002, 0.0025, 0.003]) and nd["tca_std"] == pytest.approx(0.0015)
+    assert pq["tca"]["gain_exceeds_std"] is True  # .0025 > max(.001, .0015)
+    assert pq["tca"]["coverage@10"]["tca_mean"] == pytest.approx(0.3) and pq["tca"]["seeds"] == [0, 1, 2]
     line = td.tca_line("office-t", rows)
-    assert line.startswith("office-t, TCA: pq ") and "gain +0.0020 ± 0.0010 over 3 paired seed(s) (above" in line
+    assert line.startswith("office-t, TCA: pq ") and "gain +0.0025 (per seed +0.0020, +0.0025, +0.0030; above" in line
     assert td.tca_line("office-t", [{**r, "tca": None} for r in rows]) is None
+    one = td.join(_intrinsic(), _result("toys-t", 0.004, (0,)), "toys_r.json")
+    assert "one seed: not judged against the larger seed std" in td.tca_line("toys-t", one)
+
+
+def test_two_tca_models_on_one_scheme_are_refused():
+    res = _result("office-t", 0.02, (0,))
+    twin = next(r for r in res["rows"] if r["loss"] == "tca")
+    res["rows"].append({**twin, "name": "TIGER+TCA (pq) alpha .5"})
+    with pytest.raises(td.SemrecError, match="scheme pq has two TCA models"):
+        td.join(_intrinsic(), res, "office_r.json")
 
 
 def test_winner_margin_is_judged_against_seed_std_only_with_several_seeds():
