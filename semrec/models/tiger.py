@@ -6,7 +6,9 @@ Encoder input: [hashed user token] + the codes of the last `max_history` history
 whole input optionally closed by an anchor token. With `item_positions`, a learned embedding of each
 token's item recency (0 = the anchor or the most recent item) is added to its token embedding: T5's
 cross-attention has no position information, so without it the decoder cannot tell recent items from
-old ones. Decoder: a start token, then the target's codes.
+old ones. With `item_embeddings`, a learned embedding of each history item's id is added too (the
+item-level identity that codes shared across items cannot hold). Decoder: a start token, then the target's
+codes.
 Model vocabulary: the tokenization's ids, then one start token (unless the tokenization has a BOS), then
 `user_buckets` user tokens, then the separator and the anchor token when enabled.
 """
@@ -51,6 +53,7 @@ class TigerConfig:
     eos_anchor: bool = True  # an anchor token closing the encoder input
     tie_embeddings: bool = True  # False: an output head of its own (code levels have disjoint token rows)
     embedding_init_std: float = 1.0  # std of the initial token embeddings (T5's default is 1.0)
+    item_embeddings: bool = False  # add a learned embedding of each history item's id to its input tokens
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_decoder_layers", "d_model", "num_heads", "d_kv", "d_ff", "max_history"):
@@ -65,7 +68,7 @@ class TigerConfig:
 
     # Values of the options added after the first release, as models saved before them were built.
     legacy_defaults = {"item_positions": False, "item_separator": False, "eos_anchor": False,
-                       "tie_embeddings": True, "embedding_init_std": 1.0}
+                       "tie_embeddings": True, "embedding_init_std": 1.0, "item_embeddings": False}
 
 
 @register_model
@@ -92,8 +95,9 @@ class TigerRecommender(GenerativeRecommender):
         from transformers import T5Config, T5ForConditionalGeneration
 
         c = self.config
-        if c.item_positions and not c.item_separator and self.eos_id is None and self._level0_range() is None:
-            raise ValueError("tiger: item_positions needs item_separator with this item tokenization "
+        if ((c.item_positions or c.item_embeddings) and not c.item_separator and self.eos_id is None
+                and self._level0_range() is None):
+            raise ValueError("tiger: item_positions and item_embeddings need item_separator with this item tokenization "
                              "(neither an EOS token nor its first code level marks where an item starts)")
         vocab = self.extra_base + c.user_buckets + int(c.item_separator) + int(c.eos_anchor)
         hf_cfg = T5Config(
@@ -119,6 +123,11 @@ class TigerRecommender(GenerativeRecommender):
             # slots 0..max_history: recency (the anchor takes 0 when enabled); the last slot: the user token
             model.encoder.item_position = nn.Embedding(c.max_history + 2, c.d_model)
             nn.init.normal_(model.encoder.item_position.weight, 0.0, c.embedding_init_std)
+        if c.item_embeddings:  # one row per catalogue item, then a row for the other tokens
+            # zeros: the model starts as it would without them, and a rarely seen item adds no noise
+            model.encoder.item_embedding = nn.Embedding(self.codes.shape[0] + 1, c.d_model,
+                                                        padding_idx=self.codes.shape[0])
+            nn.init.zeros_(model.encoder.item_embedding.weight)
         model.generation_config.eos_token_id = self.eos_id
         model.generation_config.pad_token_id = self.pad_id
         model.generation_config.decoder_start_token_id = self.start_id
@@ -176,12 +185,34 @@ class TigerRecommender(GenerativeRecommender):
             rec[:, 0] = c.max_history + 1
         return rec.clamp(0, c.max_history + 1).masked_fill(attention_mask == 0, 0)
 
+    def token_items(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    histories: torch.Tensor) -> torch.Tensor:
+        """(B, S) the catalogue id of the history item each encoder token belongs to, N (the number of items)
+        for the anchor, the user token and padding. histories: (B, H) item ids left-padded with -1, the most
+        recent last (`Batch.histories`)."""
+        c, n = self.config, self.codes.shape[0]
+        rec = self.item_recency(input_ids, attention_mask)  # anchor: items are 1.. back; else 0..
+        back = rec - int(c.eos_anchor)  # 0 = the most recent item
+        is_item = (attention_mask > 0) & (back >= 0) & (rec <= c.max_history)
+        if c.eos_anchor:
+            is_item &= input_ids != self.anchor_id
+        if c.user_buckets:
+            is_item[:, 0] = False
+        col = (histories.shape[1] - 1 - back).clamp(0, histories.shape[1] - 1)
+        items = histories.to(input_ids.device).gather(1, col)
+        return torch.where(is_item & (items >= 0), items, n)
+
     def _encoder_inputs(self, batch: Batch) -> dict:
-        if not self.config.item_positions:
+        c = self.config
+        if not (c.item_positions or c.item_embeddings):
             return {"input_ids": batch.input_ids}
         emb = self.hf.shared(batch.input_ids)
-        pos = self.hf.encoder.item_position(self.item_recency(batch.input_ids, batch.attention_mask))
-        return {"inputs_embeds": emb + pos}
+        if c.item_positions:
+            emb = emb + self.hf.encoder.item_position(self.item_recency(batch.input_ids, batch.attention_mask))
+        if c.item_embeddings:
+            emb = emb + self.hf.encoder.item_embedding(
+                self.token_items(batch.input_ids, batch.attention_mask, batch.histories))
+        return {"inputs_embeds": emb}
 
     def _decoder_inputs(self, target_tokens: torch.Tensor) -> torch.Tensor:
         start = target_tokens.new_full((target_tokens.shape[0], 1), self.start_id)

@@ -9,9 +9,9 @@ from semrec.data.dataset import Examples
 from semrec.itemtok.artifact import ItemTokenization
 
 TIGER_TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d_kv=16, d_ff=64, max_history=6)
-# every encoder-input option on: separators, anchor, recency embeddings, user token, untied head
+# every encoder-input option on: separators, anchor, recency and item-id embeddings, user token, untied head
 TIGER_RICH = dict(TIGER_TINY, item_positions=True, item_separator=True, eos_anchor=True, user_buckets=3,
-                  tie_embeddings=False, embedding_init_std=0.1)
+                  tie_embeddings=False, embedding_init_std=0.1, item_embeddings=True)
 # the encoder input of the original TIGER: the history's codes only (the defaults add recency + an anchor)
 TIGER_PLAIN = dict(TIGER_TINY, item_positions=False, eos_anchor=False, dropout=0.1)
 LLAMA_TINY = dict(style="llama", num_layers=2, d_model=32, num_heads=2, d_ff=64, max_history=6)

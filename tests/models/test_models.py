@@ -98,24 +98,29 @@ def test_tiger_encoder_input_options_match_a_python_reference(cfg, kind):
     table = ExampleTable(hist, torch.tensor([4, 9, 2]), torch.tensor([1, 2, 3]))
     batch = model.collate(table, torch.arange(3))
     rec = model.item_recency(batch.input_ids, batch.attention_mask)
-    c = model.config
+    owner = model.token_items(batch.input_ids, batch.attention_mask, batch.histories)
+    c, none = model.config, tok.codes.shape[0]
     for r in range(3):
         items = [i for i in hist[r].tolist() if i >= 0]
-        toks, slots = [], []
+        toks, slots, owners = [], [], []
         if c.user_buckets:
             toks.append(model.extra_base + int((table.users[r] * 2654435761) % 2**32 % c.user_buckets))
             slots.append(c.max_history + 1)
+            owners.append(none)
         for back, i in zip(range(len(items), 0, -1), items):
             row = [t for t in tok.codes[i].tolist() if t != tok.pad_id]
             row += [model.separator_id] if c.item_separator else []
             toks += row
             slots += [back - 1 + int(c.eos_anchor)] * len(row)
+            owners += [i] * len(row)
         if c.eos_anchor:
             toks.append(model.anchor_id)
             slots.append(0)
+            owners.append(none)
         n = len(toks)
         assert batch.input_ids[r, :n].tolist() == toks and batch.attention_mask[r].sum() == n
         assert rec[r, :n].tolist() == slots
+        assert owner[r, :n].tolist() == owners and (owner[r, n:] == none).all()
     assert int(batch.input_ids.max()) < model.vocab_size
     # the recency embedding reaches the encoder: reversing the history changes the encoding
     rev = model.collate(ExampleTable(hist.flip(1), table.users, table.targets), torch.arange(3))
@@ -132,12 +137,26 @@ def test_tiger_options_build_what_they_say():
     assert untied.hf.shared.weight.std().item() == pytest.approx(0.1, rel=0.2)
     tied = build_model("tiger", tok, TIGER_TINY, seed=0)
     assert tied.hf.lm_head.weight.data_ptr() == tied.hf.shared.weight.data_ptr()
+    assert not hasattr(tied.hf.encoder, "item_embedding")
+    # item-id embeddings: one row per item and one for other tokens, all zero at the start (the encoder input
+    # is then the one without them); training moves exactly the history items' rows
+    table = untied.hf.encoder.item_embedding.weight
+    assert table.shape == (31, 32) and not table.any()
+    plain = build_model("tiger", tok, dict(TIGER_RICH, item_embeddings=False), seed=0)
+    probe = plain.collate(ExampleTable(torch.tensor([[2, 4]]), torch.tensor([0]), torch.tensor([1])), torch.arange(1))
+    with torch.no_grad():
+        assert torch.equal(plain(probe), untied(probe))
+    hist = torch.tensor([[-1, 3, 7], [5, 3, 29]])
+    batch = untied.collate(ExampleTable(hist, torch.tensor([0, 1]), torch.tensor([1, 2])), torch.arange(2))
+    untied(batch).logsumexp(-1).sum().backward()
+    moved = (table.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert moved == [3, 5, 7, 29]
     # nothing marks where an item starts: no separator, no EOS, one shared token range for every position
     from semrec.itemtok.artifact import ItemTokenization
 
     flat = ItemTokenization(torch.tensor([[3, 4], [5, 3]]), vocab_size=8, pad_id=0, bos_id=None, eos_id=None,
                             level_offsets=[0, 0], codebook_sizes=[8, 8], scheme="title")
-    with pytest.raises(ValueError, match="item_positions needs item_separator"):
+    with pytest.raises(ValueError, match="item_positions and item_embeddings need item_separator"):
         build_model("tiger", flat, TIGER_TINY, seed=0)
     assert build_model("tiger", flat, dict(TIGER_TINY, item_separator=True), seed=0).separator_id is not None
 
@@ -148,7 +167,8 @@ def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
     model = build_model("tiger", semantic_ids(20), TIGER_PLAIN, seed=0)  # built as before the options
     model.save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    for key in ("item_positions", "item_separator", "eos_anchor", "tie_embeddings", "embedding_init_std"):
+    for key in ("item_positions", "item_separator", "eos_anchor", "tie_embeddings", "embedding_init_std",
+                "item_embeddings"):
         del meta["config"][key]
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     assert load_model(tmp_path / "m").config == model.config
