@@ -69,6 +69,9 @@ class TigerConfig:
     # Values of the options added after the first release, as models saved before them were built.
     legacy_defaults = {"item_positions": False, "item_separator": False, "eos_anchor": False,
                        "tie_embeddings": True, "embedding_init_std": 1.0, "item_embeddings": False}
+    # Options added after models were cached, at the value that builds the model as before: left out of a
+    # recipe stage's key at that value, so the stages cached before them stay valid.
+    stage_key_omits = {"item_embeddings": False}
 
 
 @register_model

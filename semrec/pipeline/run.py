@@ -142,8 +142,11 @@ class Pipeline:
         tcfg = dataclasses.replace(tcfg, monitor=self.recipe.eval.select_on, progress=self.progress)
         needs_teacher = uses_teacher(tcfg)
         # the model config with every default filled in: a changed default is a changed model
-        mcfg = load_config(MODELS[spec.model].config_class, spec.config, name=f"model '{spec.name}' config")
-        config = {"model": spec.model, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
+        klass = MODELS[spec.model].config_class
+        mcfg = load_config(klass, spec.config, name=f"model '{spec.name}' config")
+        omit = getattr(klass, "stage_key_omits", {})
+        model_key = {k: v for k, v in dataclasses.asdict(mcfg).items() if not (k in omit and v == omit[k])}
+        config = {"model": spec.model, "config": model_key, "train": dataclasses.asdict(tcfg)}
         config["train"].pop("progress", None)
         # the precision actually used, not the request; `bf16: true` once meant float32 on a CPU, so a bf16
         # run gets a key that no stage written then can have

@@ -159,6 +159,27 @@ def test_model_stage_is_keyed_by_the_precision_used_not_the_request(tiny, monkey
     assert model_stages(["train.bf16=true"]).isdisjoint(fp32)
 
 
+def test_an_option_at_its_neutral_value_keeps_the_cached_stage(tiny):
+    """An option added after stages were cached (`stage_key_omits`) leaves the key unchanged at the value
+    that builds the model as before, and changes it otherwise."""
+    from semrec.models.tiger import TigerConfig
+
+    def model_stages(extra: dict) -> set[str]:
+        recipe = load_recipe(tiny / "recipe.yaml")
+        recipe.models = recipe.models[:1]
+        recipe.models[0].config = {**recipe.models[0].config, **extra}
+        logs = []
+        run_recipe(recipe, tiny / "run_omit", log=logs.append, progress=False)
+        return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
+
+    assert TigerConfig.stage_key_omits == {"item_embeddings": False}
+    base = model_stages({})
+    assert model_stages({"item_embeddings": False}) == base
+    assert model_stages({"item_embeddings": True}).isdisjoint(base)
+    key = json.loads((tiny / "run_omit" / "stages" / next(iter(base)).split("/")[-1] / "stage.json").read_text())
+    assert "item_embeddings" not in key["config"]["config"] and key["config"]["config"]["item_positions"]
+
+
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
     bad["trian"] = {}
