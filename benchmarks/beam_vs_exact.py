@@ -133,17 +133,36 @@ def markdown(meta: dict) -> str:
               "", "diff: exact minus beam; se: standard error of the paired per-row NDCG@10 difference. CPU s: "
               f"process CPU time of each decoding, {meta['threads']} torch thread(s), {meta['batch_size']} users per "
               "batch; exact scoring feeds every prefix of the catalogue's trie once per user."]
-    lines += ["", "Produced by `python benchmarks/beam_vs_exact.py " + " ".join(
-        f"--run RUN_DIR {r['results'].split('/')[-1][:-5]}" for r in meta["runs"])
-        + f" --rows {meta['rows']} --seed {meta['seed']}`, RUN_DIR being the recipe's `semrec run --out` "
-        "directory."]
+    lines += ["", produced_by("beam_vs_exact", meta["runs"], f"--rows {meta['rows']} --seed {meta['seed']}")]
     return "\n".join(lines) + "\n"
+
+
+def add_run_argument(ap: argparse.ArgumentParser) -> None:
+    """The repeated `--run RUN_DIR RESULTS_NAME` of the scripts that read trained models from recipe runs."""
+    ap.add_argument("--run", nargs=2, action="append", required=True, metavar=("RUN_DIR", "RESULTS_NAME"),
+                    help="a run directory and the name of its recipe's results under benchmarks/results")
+
+
+def record(meta: dict, facts: dict, entry: dict, out_name: str, markdown) -> None:
+    """Add one entry (and its run's facts, once) to `meta`, then rewrite the report's JSON and Markdown."""
+    if facts not in meta["runs"]:
+        meta["runs"].append(facts)
+    meta["entries"].append({"dataset": facts["dataset"], **entry})
+    write_json(RESULTS / f"{out_name}.json", meta)
+    with atomic_file(RESULTS / f"{out_name}.md") as f:
+        f.write(markdown(meta))
+
+
+def produced_by(script: str, runs: list[dict], options: str) -> str:
+    """The report's closing line: the command that wrote it, one `--run` per run read."""
+    return (f"Produced by `python benchmarks/{script}.py " + " ".join(
+        f"--run RUN_DIR {r['results'].split('/')[-1][:-5]}" for r in runs)
+        + f" {options}`, RUN_DIR being the recipe's `semrec run --out` directory.")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", nargs=2, action="append", required=True, metavar=("RUN_DIR", "RESULTS_NAME"),
-                    help="a run directory and the name of its recipe's results under benchmarks/results")
+    add_run_argument(ap)
     ap.add_argument("--rows", type=int, default=1000, help="first test rows decoded (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="the seed whose models are compared")
     ap.add_argument("--models", nargs="*", help="row names (default: every generative row)")
@@ -158,12 +177,7 @@ def main() -> None:
     for run_dir, name in args.run:
         for facts, entry in run_models(run_dir, name, seed=args.seed, rows=args.rows, beams=args.beams,
                                        names=args.models):
-            if facts not in meta["runs"]:
-                meta["runs"].append(facts)
-            meta["entries"].append({"dataset": facts["dataset"], **entry})
-            write_json(RESULTS / f"{args.out_name}.json", meta)
-            with atomic_file(RESULTS / f"{args.out_name}.md") as f:
-                f.write(markdown(meta))
+            record(meta, facts, entry, args.out_name, markdown)
             if entry.get("reference"):
                 print(f"{facts['dataset']} MostPop: NDCG@10 {entry['ndcg@10']:.4f}", flush=True)
                 continue

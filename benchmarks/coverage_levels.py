@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from semrec.artifacts import atomic_file, read_json, write_json
+from beam_vs_exact import add_run_argument, produced_by, record
+from semrec.artifacts import read_json
 from semrec.cf.base import CFTeacher
 from semrec.cf.evaluate import teacher_top_lists
 from semrec.data import resolve_dataset
@@ -150,16 +151,13 @@ def markdown(meta: dict) -> str:
         "In-cluster popularity: mean percentile of a recommended item's training-target count among the items of "
         "its first-level code (0 = the cluster's most popular item); in brackets, the test targets' own mean. "
         "SASRec lists rank the whole catalogue (history included), as in the recipes' teacher rows."]
-    lines += ["", "Produced by `python benchmarks/coverage_levels.py " + " ".join(
-        f"--run RUN_DIR {r['results'].split('/')[-1][:-5]}" for r in meta["runs"]) + f" --seed {meta['seed']}`, "
-        "RUN_DIR being the recipe's `semrec run --out` directory."]
+    lines += ["", produced_by("coverage_levels", meta["runs"], f"--seed {meta['seed']}")]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", nargs=2, action="append", required=True, metavar=("RUN_DIR", "RESULTS_NAME"),
-                    help="a run directory and the name of its recipe's results under benchmarks/results")
+    add_run_argument(ap)
     ap.add_argument("--rows", type=int, default=None, help="first test rows decoded (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="the seed whose models and teacher are read")
     ap.add_argument("--models", nargs="*", help="row names (default: every generative row)")
@@ -172,12 +170,7 @@ def main() -> None:
             "runs": [], "entries": []}
     for run_dir, name in args.run:
         for facts, entry in run_lists(run_dir, name, seed=args.seed, rows=args.rows, names=args.models):
-            if facts not in meta["runs"]:
-                meta["runs"].append(facts)
-            meta["entries"].append({"dataset": facts["dataset"], **entry})
-            write_json(RESULTS / f"{args.out_name}.json", meta)
-            with atomic_file(RESULTS / f"{args.out_name}.md") as f:
-                f.write(markdown(meta))
+            record(meta, facts, entry, args.out_name, markdown)
             print(f"{facts['dataset']} {entry['model']}: NDCG@10 {entry['ndcg@10']:.4f}, level-1 HR@10 "
                   f"{entry['l1_hr@10']:.4f}, coverage@10 {entry['coverage@10']:.1%}", flush=True)
 
