@@ -151,7 +151,8 @@ def markdown(meta: dict) -> str:
         "In-cluster popularity: mean percentile of a recommended item's training-target count among the items of "
         "its first-level code (0 = the cluster's most popular item); in brackets, the test targets' own mean. "
         "SASRec lists rank the whole catalogue (history included), as in the recipes' teacher rows."]
-    lines += ["", produced_by("coverage_levels", meta["runs"], f"--seed {meta['seed']}")]
+    models = " --models " + " ".join(f'"{m}"' for m in meta["models"]) if meta.get("models") else ""
+    lines += ["", produced_by("coverage_levels", meta["runs"], f"--seed {meta['seed']}{models}")]
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     meta = {"benchmark": "coverage_levels", "protocol": "T", "seed": args.seed, "rows": args.rows, "k": K,
-            "beams": 10, "threads": args.threads, "commit": git_commit(), "machine": describe_machine("cpu"),
+            "beams": 10, "models": args.models, "threads": args.threads, "commit": git_commit(), "machine": describe_machine("cpu"),
             "runs": [], "entries": []}
     for run_dir, name in args.run:
         for facts, entry in run_lists(run_dir, name, seed=args.seed, rows=args.rows, names=args.models):
