@@ -77,6 +77,16 @@ def compare(model, table: ExampleTable, popularity, *, beams: int = 10, batch_si
     return out
 
 
+def load_row_model(run: RunDirectory, row, dataset):
+    """(model stage, model) of a generative result row, its stage verified and trained on `dataset` as it is now."""
+    stage = run.model_stage(row)
+    want = read_json(stage / "stage.json").get("inputs", {}).get("data")
+    if want is not None and want != dataset_fingerprint(dataset):
+        raise SemrecError(f"{stage.name}: trained on other data than {dataset.name} as it is now")
+    StageCache.verify(stage)
+    return stage, load_model(stage / "model")
+
+
 def run_models(run_dir: str, results_name: str, *, seed: int, rows: int, beams: int, names: list[str] | None):
     """(run facts, [row entry]) for the generative rows of `seed` in one run (`names`: only these rows)."""
     results = RESULTS / f"{results_name}.json"
@@ -94,12 +104,7 @@ def run_models(run_dir: str, results_name: str, *, seed: int, rows: int, beams: 
     metrics, _ = score_lists(pop_lists, test.targets, (K,), num_items=dataset.num_items, popularity=popularity)
     yield facts, {"model": "MostPop", "reference": True, **{m: metrics[m] for m in LIST_METRICS}}
     for row in picked:
-        stage = run.model_stage(row)
-        want = read_json(stage / "stage.json").get("inputs", {}).get("data")
-        if want is not None and want != dataset_fingerprint(dataset):
-            raise SemrecError(f"{stage.name}: trained on other data than {dataset.name} as it is now")
-        model = load_model(stage / "model")
-        StageCache.verify(stage)
+        stage, model = load_row_model(run, row, dataset)
         table = ExampleTable.from_examples(test, model.max_history)
         yield facts, {"model": row.name, "arch": row.model, "seed": row.seed, "model_stage": stage.name,
                       "recipe_test_ndcg@10": row.metrics.get("ndcg@10"), "recipe_test_rows": row.metrics.get("n_rows"),

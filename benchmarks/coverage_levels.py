@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from beam_vs_exact import add_run_argument, produced_by, record
+from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
 from semrec.artifacts import read_json
 from semrec.cf.base import CFTeacher
 from semrec.cf.evaluate import teacher_top_lists
@@ -37,13 +37,11 @@ from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.errors import SemrecError
 from semrec.evaluation import decoding_defaults, generate, most_popular_lists, score_lists
-from semrec.models import load_model
 from semrec.pipeline.cache import StageCache
 from semrec.pipeline.results import RunDirectory
-from semrec.pipeline.run import dataset_fingerprint, train_popularity
+from semrec.pipeline.run import train_popularity
 from semrec.runtime import describe_machine, git_commit
 
-RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
 
 
@@ -58,6 +56,13 @@ def in_cluster_percentile(level1: np.ndarray, popularity: np.ndarray) -> np.ndar
     return rank / np.maximum(sizes[level1] - 1, 1)
 
 
+def distinct_per_row(codes: np.ndarray) -> np.ndarray:
+    """(E,) the number of distinct non-negative values in each row of `codes` (E, K) (-1: an empty slot)."""
+    s = np.sort(codes, 1)
+    first = np.concatenate([np.ones_like(s[:, :1], dtype=bool), s[:, 1:] != s[:, :-1]], 1)
+    return (first & (s >= 0)).sum(1)
+
+
 def level_figures(lists: torch.Tensor, targets: np.ndarray, level1: np.ndarray, percentile: np.ndarray,
                   popularity: np.ndarray) -> dict:
     """The list figures of the module docstring for `lists` (E, K) of item ids (-1: an empty slot)."""
@@ -70,7 +75,7 @@ def level_figures(lists: torch.Tensor, targets: np.ndarray, level1: np.ndarray, 
     return {"hr@10": hr, "ndcg@10": metrics["ndcg@10"], "coverage@10": metrics["coverage@10"],
             "l1_hr@10": float(l1_hit.mean()), "hr_given_l1": hr / float(l1_hit.mean()) if l1_hit.any() else 0.0,
             "l1_coverage": len(np.unique(codes[filled])) / len(np.unique(level1)),
-            "l1_per_list": float(np.mean([len(set(r[r >= 0])) for r in codes])),
+            "l1_per_list": float(distinct_per_row(codes).mean()),
             "in_cluster_pct": float(percentile[items[filled]].mean())}
 
 
@@ -91,14 +96,7 @@ def run_lists(run_dir: str, results_name: str, *, seed: int, rows: int | None, n
     picked = [r for r in run.generative_rows if r.seed == seed and (names is None or r.name in names)]
     if not picked:
         raise SemrecError(f"{results}: no generative row of seed {seed}" + (f" named {names}" if names else ""))
-    models = []
-    for row in picked:
-        stage = run.model_stage(row)
-        want = read_json(stage / "stage.json").get("inputs", {}).get("data")
-        if want is not None and want != dataset_fingerprint(dataset):
-            raise SemrecError(f"{stage.name}: trained on other data than {dataset.name} as it is now")
-        StageCache.verify(stage)
-        models.append((row, stage, load_model(stage / "model")))
+    models = [(row, *load_row_model(run, row, dataset)) for row in picked]
     codes = models[0][2].codes.cpu().numpy()
     if any(not np.array_equal(m.codes.cpu().numpy(), codes) for _, _, m in models[1:]):
         raise SemrecError(f"{run_dir}: the rows of seed {seed} use different semantic IDs; pick rows of one scheme")
@@ -167,8 +165,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     meta = {"benchmark": "coverage_levels", "protocol": "T", "seed": args.seed, "rows": args.rows, "k": K,
-            "beams": 10, "models": args.models, "threads": args.threads, "commit": git_commit(), "machine": describe_machine("cpu"),
-            "runs": [], "entries": []}
+            "beams": 10, "models": args.models, "threads": args.threads, "commit": git_commit(),
+            "machine": describe_machine("cpu"), "runs": [], "entries": []}
     for run_dir, name in args.run:
         for facts, entry in run_lists(run_dir, name, seed=args.seed, rows=args.rows, names=args.models):
             record(meta, facts, entry, args.out_name, markdown)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from semrec.models.base import GenerativeRecommender, register_model
-from semrec.models.batching import Batch, hash_users, history_tokens
+from semrec.models.batching import Batch, compact, hash_users, history_tokens
 
 # Token rows the decoding passes work on at a time, so that their (rows, d_ff) and (rows, 3 x heads x d_kv)
 # activations stay in a CPU's caches, whatever the number of users per call (256 users x 40 tokens spill them)
@@ -100,8 +100,8 @@ class TigerRecommender(GenerativeRecommender):
         c = self.config
         if ((c.item_positions or c.item_embeddings) and not c.item_separator and self.eos_id is None
                 and self._level0_range() is None):
-            raise ValueError("tiger: item_positions and item_embeddings need item_separator with this item tokenization "
-                             "(neither an EOS token nor its first code level marks where an item starts)")
+            raise ValueError("tiger: item_positions and item_embeddings need item_separator with this item "
+                             "tokenization (neither an EOS token nor its first code level marks where an item starts)")
         vocab = self.extra_base + c.user_buckets + int(c.item_separator) + int(c.eos_anchor)
         hf_cfg = T5Config(
             vocab_size=vocab, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.num_layers,
@@ -191,19 +191,17 @@ class TigerRecommender(GenerativeRecommender):
     def token_items(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     histories: torch.Tensor) -> torch.Tensor:
         """(B, S) the catalogue id of the history item each encoder token belongs to, N (the number of items)
-        for the anchor, the user token and padding. histories: (B, H) item ids left-padded with -1, the most
-        recent last (`Batch.histories`)."""
+        for the anchor, the user token and padding. histories: (B, H) item ids, -1 = none, the most recent
+        last (`Batch.histories`); like the encoder input, the items are read with their padding dropped."""
         c, n = self.config, self.codes.shape[0]
-        rec = self.item_recency(input_ids, attention_mask)  # anchor: items are 1.. back; else 0..
-        back = rec - int(c.eos_anchor)  # 0 = the most recent item
+        hist, keep = compact(histories.to(input_ids.device), histories >= 0, side="left")
+        if hist.shape[1] == 0:  # no history item in the batch
+            return torch.full_like(input_ids, n)
+        rec = self.item_recency(input_ids, attention_mask)  # anchor 0, items 1.. back; user token max_history + 1
+        back = rec - int(c.eos_anchor)  # 0 = the most recent item; -1 = the anchor
         is_item = (attention_mask > 0) & (back >= 0) & (rec <= c.max_history)
-        if c.eos_anchor:
-            is_item &= input_ids != self.anchor_id
-        if c.user_buckets:
-            is_item[:, 0] = False
-        col = (histories.shape[1] - 1 - back).clamp(0, histories.shape[1] - 1)
-        items = histories.to(input_ids.device).gather(1, col)
-        return torch.where(is_item & (items >= 0), items, n)
+        col = (hist.shape[1] - 1 - back).clamp(0, max(hist.shape[1] - 1, 0))
+        return torch.where(is_item, hist.masked_fill(~keep, n).gather(1, col), n)
 
     def _encoder_inputs(self, batch: Batch) -> dict:
         c = self.config

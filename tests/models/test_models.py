@@ -124,6 +124,12 @@ def test_tiger_encoder_input_options_match_a_python_reference(cfg, kind):
     assert int(batch.input_ids.max()) < model.vocab_size
     # the recency embedding reaches the encoder: reversing the history changes the encoding
     rev = model.collate(ExampleTable(hist.flip(1), table.users, table.targets), torch.arange(3))
+    # token owners follow the items as the encoder reads them, padding on either side dropped
+    rev_owner = model.token_items(rev.input_ids, rev.attention_mask, rev.histories)
+    for r in range(3):
+        seen = [i for i in rev_owner[r].tolist() if i != none]
+        assert list(dict.fromkeys(seen)) == [i for i in hist[r].flip(0).tolist() if i >= 0]
+    assert (model.token_items(batch.input_ids[:1], batch.attention_mask[:1], torch.full((1, 4), -1)) == none).all()
     with torch.no_grad():
         a = model.hf.get_encoder()(**model._encoder_inputs(batch), attention_mask=batch.attention_mask)
         b = model.hf.get_encoder()(**model._encoder_inputs(rev), attention_mask=rev.attention_mask)
@@ -156,8 +162,10 @@ def test_tiger_options_build_what_they_say():
 
     flat = ItemTokenization(torch.tensor([[3, 4], [5, 3]]), vocab_size=8, pad_id=0, bos_id=None, eos_id=None,
                             level_offsets=[0, 0], codebook_sizes=[8, 8], scheme="title")
-    with pytest.raises(ValueError, match="item_positions and item_embeddings need item_separator"):
-        build_model("tiger", flat, TIGER_TINY, seed=0)
+    for cfg in (TIGER_TINY, dict(TIGER_TINY, item_positions=False, item_embeddings=True)):
+        with pytest.raises(ValueError, match="item_positions and item_embeddings need item_separator"):
+            build_model("tiger", flat, cfg, seed=0)
+    assert build_model("tiger", flat, dict(TIGER_TINY, item_positions=False), seed=0) is not None
     assert build_model("tiger", flat, dict(TIGER_TINY, item_separator=True), seed=0).separator_id is not None
 
 
