@@ -200,7 +200,7 @@ class TigerRecommender(GenerativeRecommender):
         rec = self.item_recency(input_ids, attention_mask)  # anchor 0, items 1.. back; user token max_history + 1
         back = rec - int(c.eos_anchor)  # 0 = the most recent item; -1 = the anchor
         is_item = (attention_mask > 0) & (back >= 0) & (rec <= c.max_history)
-        col = (hist.shape[1] - 1 - back).clamp(0, max(hist.shape[1] - 1, 0))
+        col = (hist.shape[1] - 1 - back).clamp(0, hist.shape[1] - 1)
         return torch.where(is_item, hist.masked_fill(~keep, n).gather(1, col), n)
 
     def _encoder_inputs(self, batch: Batch) -> dict:
