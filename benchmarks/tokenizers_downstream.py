@@ -1,17 +1,19 @@
-"""Semantic-ID schemes: intrinsic figures beside downstream TIGER accuracy, per dataset, and whether any
-intrinsic figure predicts the downstream ranking of the schemes.
+"""Semantic-ID schemes: intrinsic figures beside downstream accuracy (TIGER, or another model family), per
+dataset, and whether any intrinsic figure predicts the downstream ranking of the schemes.
 
 Joins `tokenizers_compare.json` (written by benchmarks/tokenizers_compare.py: collisions, code usage and
 perplexity per level, CF-neighbour agreement, reconstruction error of each scheme's IDs) with recipe results
 that train the same TIGER on each scheme's IDs (default the three `<dataset>_tokenizers_downstream_cpu.json`,
 from recipes/<dataset>/tokenizers_downstream_cpu.yaml) on (dataset, scheme file stem). Only the NTP test rows
-count as a scheme's downstream figure; a scheme's TCA pair (benchmarks/tca_gain.py), where the result has
+count as a scheme's downstream figure, of one model family (`--model`, default tiger: the results' `model`
+field); a scheme's TCA pair (benchmarks/tca_gain.py), where the result has
 one, sits beside it. Per dataset: a table with the dataset's MostPop row and the winning scheme's margin;
 across schemes: the Spearman rank correlation of each intrinsic figure with test NDCG@10 within each dataset
-and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with permutation p-values. Nothing is
+and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with permutation p-values; and,
+where a result trains other model families on the same schemes, whether they rank the schemes alike. Nothing is
 recomputed.
 
-    python benchmarks/tokenizers_downstream.py [--result office_tokenizers_downstream_cpu --result ...]
+    python benchmarks/tokenizers_downstream.py [--result office_tokenizers_downstream_cpu --result ...] [--model decoder]
 
 Writes benchmarks/results/tokenizers_downstream.{json,md,png} (--out-name to change the stem).
 """
@@ -35,6 +37,7 @@ from semrec.pipeline.results import rows_of
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RESULTS = [f"{d}_tokenizers_downstream_cpu" for d in ("office", "toys", "sports")]
 METRICS = ("ndcg@10", "hr@10", "coverage@10")
+LABELS = {"tiger": "TIGER", "decoder": "decoder-only"}  # how a model family is named in titles
 REFERENCE = "rqkmeans"  # each dataset's NDCG@10 is divided by this scheme's: the pooled points are comparable
 N_PERMUTATIONS = 10_000
 ALPHA = 0.05
@@ -58,12 +61,13 @@ def figures(ir: dict) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in vals.items()}
 
 
-def downstream(result: dict, where: str) -> dict[str, dict]:
-    """Per scheme file stem: the model name, seeds and per-seed test metrics of its NTP rows in one result
-    ("ntp+msl" rows are NTP rows: the same labels, the loss over the trie-allowed tokens)."""
+def downstream(result: dict, where: str, model: str = "tiger") -> dict[str, dict]:
+    """Per scheme file stem: the model name, seeds and per-seed test metrics of the NTP rows of model family
+    `model` in one result ("ntp+msl" rows are NTP rows: the same labels, the loss over the trie-allowed tokens)."""
     by: dict[str, dict] = {}
     for r in rows_of(result, where):
-        if r.split != "test" or r.loss.split("+")[0] != "ntp" or not r.tokenizer or r.is_reference:
+        if (r.split != "test" or r.loss.split("+")[0] != "ntp" or not r.tokenizer or r.is_reference
+                or r.model != model):
             continue
         e = by.setdefault(r.tokenizer, {"model": r.name, "seeds": [], **{m: [] for m in METRICS}})
         if e["model"] != r.name:
@@ -96,11 +100,11 @@ def tca_pairs(result: dict, down: dict[str, dict], where: str) -> dict[str, dict
     return out
 
 
-def join(intrinsic: dict, result: dict, where: str) -> list[dict]:
+def join(intrinsic: dict, result: dict, where: str, model: str = "tiger") -> list[dict]:
     """One row per scheme of the result's dataset found in both files, in the intrinsic file's order:
-    intrinsic figures, per-level usage, downstream test metrics over seeds, NDCG@10 relative to REFERENCE,
-    and the scheme's TCA pair where the result has one."""
-    ds, down = result["dataset"], downstream(result, where)
+    intrinsic figures, per-level usage, downstream test metrics of model family `model` over seeds, NDCG@10
+    relative to REFERENCE, and the scheme's TCA pair where the result has one."""
+    ds, down = result["dataset"], downstream(result, where, model)
     tca = tca_pairs(result, down, where)
     rows = []
     for ir in intrinsic["rows"]:  # by scheme file stem, as results name tokenizers
@@ -133,6 +137,25 @@ def winner(rows: list[dict]) -> dict:
     return {**out, "runner_up": second["scheme"], "runner_up_ndcg@10": second["ndcg@10"], "gain": gain,
             "gain_rel": gain / second["ndcg@10"]["mean"] if second["ndcg@10"]["mean"] else None,
             "larger_std": std, "gain_exceeds_std": gain > std if std is not None else None}
+
+
+def agreement(result: dict, rows: list[dict], model: str, where: str) -> list[dict]:
+    """Per other model family with NTP test rows on at least 3 of `rows`' schemes in the same result: Spearman's
+    rho between the two families' mean test NDCG@10 over their common schemes (do they rank the schemes alike?)."""
+    families = sorted({r.model for r in rows_of(result, where) if r.tokenizer and not r.is_reference} - {model})
+    mine = {r["scheme"]: r["ndcg@10"]["mean"] for r in rows}
+    out = []
+    for other in families:
+        theirs = {s: statistics.fmean(d["ndcg@10"]) for s, d in downstream(result, where, other).items()
+                  if d["ndcg@10"]}
+        common = [s for s in mine if s in theirs]
+        if len(common) >= 3:
+            x, y = [mine[s] for s in common], [theirs[s] for s in common]
+            out.append({"model": other, "schemes": common, "rho": spearman(x, y),
+                        "p": permutation_p(np.array(x), np.array(y), np.zeros(len(common))),
+                        "same_winner": max(common, key=mine.get) == max(common, key=theirs.get),
+                        "winner": max(common, key=theirs.get)})
+    return out
 
 
 # ---------------------------------------------------------------------------------------- correlation
@@ -301,6 +324,15 @@ def tca_line(ds: str, rows: list[dict]) -> str | None:
     return f"{ds}, TCA: " + "; ".join(parts) + "." if parts else None
 
 
+def agreement_line(ds: str, model: str, agree: list[dict]) -> str | None:
+    """One sentence per dataset: how far the other model families rank the schemes as `model` does."""
+    parts = [f"{LABELS.get(a['model'], a['model'])} Spearman rho {a['rho']:+.2f} over {len(a['schemes'])} schemes "
+             f"(permutation p {a['p']:.3f}); {'the same' if a['same_winner'] else 'a different'} winner"
+             + ("" if a["same_winner"] else f" ({a['winner']})") for a in agree if not math.isnan(a["rho"])]
+    return (f"{ds}, the same schemes under other model families (ranking agreement with "
+            f"{LABELS.get(model, model)}): " + "; ".join(parts) + ".") if parts else None
+
+
 def dataset_table(rows: list[dict], pop: dict | None) -> list[str]:
     """The Markdown table of one dataset: a row per scheme, then MostPop."""
     lines = [("| scheme | collision rate before | codes used / level | perplexity / level | CF-nb agree 1st (lift) "
@@ -340,18 +372,19 @@ def correlation_table(corrs: list[dict], datasets: list[str]) -> list[str]:
 
 def markdown(report: dict, metas: dict[str, dict]) -> str:
     """The whole Markdown page: sources, one table per dataset with its winner, the correlations, the finding."""
-    lines = ["# Semantic-ID schemes: intrinsic figures and downstream TIGER accuracy", "",
-             (f"Intrinsic: `{report['intrinsic']}.json` (seed {report['intrinsic_seed']}). Downstream: NTP rows of "
-              "the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last "
+    label = LABELS.get(report["model"], report["model"])
+    lines = [f"# Semantic-ID schemes: intrinsic figures and downstream {label} accuracy", "",
+             (f"Intrinsic: `{report['intrinsic']}.json` (seed {report['intrinsic_seed']}). Downstream: the NTP rows of "
+              f"{label} (model `{report['model']}`) in the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last "
               "column: the scheme's TCA twin (the TCA rows whose baseline is its NTP row), where the result has one."),
              ""]
     for ds, t in report["datasets"].items():
         m = metas[ds]
         source = (f"Downstream: `{t['source']}.json` (recipe {m['recipe']}, seeds {m['seeds']}, commit "
                   f"`{m['commit']}`, {m['machine']}).")
-        tca = tca_line(ds, t["rows"])
+        extra = [tca_line(ds, t["rows"]), agreement_line(ds, report["model"], t["agreement"])]
         lines += [f"## {ds}", "", source, "", *dataset_table(t["rows"], t["mostpop"]), "",
-                  winner_line(ds, t["winner"]), *([tca] if tca else []), ""]
+                  winner_line(ds, t["winner"]), *[x for x in extra if x], ""]
     method = (f"Spearman's rho (average ranks for ties) between each figure and test NDCG@10 across the schemes of "
               f"a dataset, and pooled over datasets with NDCG@10 divided by the dataset's {REFERENCE} row (the "
               f"intrinsic figures stay raw). p: two-sided, {N_PERMUTATIONS} Monte Carlo permutations of NDCG@10 "
@@ -365,7 +398,7 @@ def markdown(report: dict, metas: dict[str, dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ plot
-def plot(tables: dict[str, list[dict]], corrs: list[dict], path: Path) -> Path:
+def plot(tables: dict[str, list[dict]], corrs: list[dict], path: Path, label: str = "TIGER") -> Path:
     """One panel per intrinsic figure: x the figure, y NDCG@10 / the dataset's REFERENCE row (seed std as
     error bars), one colour and marker per dataset, scheme names on the points."""
     import matplotlib
@@ -391,7 +424,7 @@ def plot(tables: dict[str, list[dict]], corrs: list[dict], path: Path) -> Path:
     for ax in list(axes.flat)[len(corrs):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"Semantic-ID schemes: intrinsic figures against downstream TIGER NDCG@10 / {REFERENCE} "
+    fig.suptitle(f"Semantic-ID schemes: intrinsic figures against downstream {label} NDCG@10 / {REFERENCE} "
                  "(error bars: seed std)")
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
@@ -423,19 +456,21 @@ def load(names: list[str], where: Path) -> dict[str, dict]:
     return out
 
 
-def build(intrinsic: dict, results: dict[str, dict], intrinsic_name: str) -> dict:
-    """The report: per dataset its rows, MostPop and winner; the correlations and the finding."""
+def build(intrinsic: dict, results: dict[str, dict], intrinsic_name: str, model: str = "tiger") -> dict:
+    """The report: per dataset its rows of model family `model`, MostPop, winner and the other families'
+    ranking agreement; the correlations and the finding."""
     pops = {p["dataset"]: p for p in most_popular(list(results.values()))}
     datasets = {}
     for name, res in results.items():
-        rows = join(intrinsic, res, f"{name}.json")
+        rows = join(intrinsic, res, f"{name}.json", model)
         if not rows:
-            raise SemrecError(f"no scheme of {name}.json ({res['dataset']}) is in {intrinsic_name}.json")
+            raise SemrecError(f"no scheme with NTP test rows of model '{model}' in {name}.json ({res['dataset']}) "
+                              f"is in {intrinsic_name}.json")
         datasets[res["dataset"]] = {"source": name, "rows": rows, "mostpop": pops.get(res["dataset"]),
-                                    "winner": winner(rows)}
+                                    "winner": winner(rows), "agreement": agreement(res, rows, model, f"{name}.json")}
     tables = {ds: t["rows"] for ds, t in datasets.items()}
     corrs = correlations(tables)
-    return {"benchmark": "tokenizers_downstream", "intrinsic": intrinsic_name, "intrinsic_seed": intrinsic.get("seed"),
+    return {"benchmark": "tokenizers_downstream", "model": model, "intrinsic": intrinsic_name, "intrinsic_seed": intrinsic.get("seed"),
             "sources": list(results), "normalisation": f"test NDCG@10 / the dataset's {REFERENCE} row",
             "permutations": N_PERMUTATIONS, "datasets": datasets, "correlations": corrs,
             "finding": finding(corrs, tables)}
@@ -446,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intrinsic", default="tokenizers_compare")
     ap.add_argument("--result", action="append", help="a recipe result name (repeatable, one per dataset; default: "
                                                       + ", ".join(DEFAULT_RESULTS) + ")")
+    ap.add_argument("--model", default="tiger", help="the model family whose NTP rows count (the results' `model` "
+                                                       "field: tiger, decoder, ...; default tiger)")
     ap.add_argument("--out-name", default="tokenizers_downstream")
     ap.add_argument("--dir", type=Path, default=RESULTS, help="where results are read and written "
                                                                "(default benchmarks/results)")
@@ -454,15 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         intrinsic = read_named(args.dir, args.intrinsic, "python benchmarks/tokenizers_compare.py")
         results = load(names, args.dir)
-        report = build(intrinsic, results, args.intrinsic)
+        report = build(intrinsic, results, args.intrinsic, args.model)
     except SemrecError as e:
         print(f"tokenizers_downstream: error: {e}", file=sys.stderr)
         return 2
     write_json(args.dir / f"{args.out_name}.json", report)
     plot({ds: t["rows"] for ds, t in report["datasets"].items()}, report["correlations"],
-         args.dir / f"{args.out_name}.png")
+         args.dir / f"{args.out_name}.png", LABELS.get(args.model, args.model))
     cmd = " ".join(["python benchmarks/tokenizers_downstream.py", f"--intrinsic {args.intrinsic}",
-                    *[f"--result {n}" for n in names],
+                    *[f"--result {n}" for n in names], *([f"--model {args.model}"] if args.model != "tiger" else []),
                     *([f"--out-name {args.out_name}"] if args.out_name != "tokenizers_downstream" else [])])
     md = markdown(report, {r["dataset"]: r for r in results.values()})
     with atomic_file(args.dir / f"{args.out_name}.md") as f:

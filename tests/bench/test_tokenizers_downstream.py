@@ -34,8 +34,9 @@ def _row(name: str, tokenizer: str | None, loss: str, seed: int, ndcg: float, **
             "split": kw.pop("split", "test"), "ndcg@10": ndcg, "hr@10": 2 * ndcg, **kw}
 
 
-def _result(ds: str, base: float, seeds: tuple[int, ...], *, mostpop: bool = True) -> dict:
-    """NTP rows with NDCG@10 = base * (1 + scheme index / 10) + seed / 1000, plus rows the join must skip."""
+def _result(ds: str, base: float, seeds: tuple[int, ...], *, mostpop: bool = True, decoder: bool = False) -> dict:
+    """NTP rows with NDCG@10 = base * (1 + scheme index / 10) + seed / 1000, plus rows the join must skip;
+    `decoder`: decoder rows on every scheme but letter, ranked in the reverse order."""
     rows = []
     for seed in seeds:
         if mostpop:
@@ -47,6 +48,8 @@ def _result(ds: str, base: float, seeds: tuple[int, ...], *, mostpop: bool = Tru
             if s == "pq":  # TCA beside NTP on one scheme, not a downstream NTP figure
                 rows.append(_row(f"TIGER+TCA ({s})", s, "tca", seed, v + 0.002 + 0.0005 * seed, **{"coverage@10": 0.3}))
             rows.append(_row(f"TIGER ({s})", s, "ntp", seed, 2.0, split="valid"))
+            if decoder and s != "letter":
+                rows.append(_row(f"Decoder ({s})", s, "ntp", seed, base * (2 - i / 10), model="decoder"))
         rows.append(_row("TIGER (rqkmeans_text_cf)", "rqkmeans_text_cf", "ntp", seed, 3.0))  # no intrinsic row
     return {"recipe": f"{ds}_r", "dataset": ds, "seeds": list(seeds), "commit": "abc", "machine": "CPU", "rows": rows}
 
@@ -93,6 +96,42 @@ def test_tca_rows_sit_beside_their_scheme_judged_by_the_tca_gain_bar():
     assert td.tca_line("office-t", [{**r, "tca": None} for r in rows]) is None
     one = td.join(_intrinsic(), _result("toys-t", 0.004, (0,)), "toys_r.json")
     assert "one seed: not judged against the larger seed std" in td.tca_line("toys-t", one)
+
+
+def test_model_selects_a_family_and_the_other_families_ranking_agreement_is_reported():
+    plain = td.join(_intrinsic(), _result("office-t", 0.02, (0, 1, 2)), "office_r.json")
+    both = _result("office-t", 0.02, (0, 1, 2), decoder=True)
+    assert td.join(_intrinsic(), both, "office_r.json") == plain  # decoder rows do not enter TIGER's figures
+    dec = td.join(_intrinsic(), both, "office_r.json", "decoder")
+    assert [r["scheme"] for r in dec] == ["rqkmeans", "rqkmeans_balanced", "pq", "rqvae"]
+    assert [r["model"] for r in dec] == ["Decoder (rqkmeans)", "Decoder (rqkmeans_balanced)", "Decoder (pq)",
+                                         "Decoder (rqvae)"]
+    assert dec[1]["ndcg@10"]["mean"] == pytest.approx(0.02 * 1.9) and dec[1]["ndcg@10"]["std"] == 0.0
+    assert all(r["tca"] is None for r in dec)  # the TCA rows' baseline is TIGER (pq), not the decoder
+    (a,) = td.agreement(both, dec, "decoder", "office_r.json")  # against TIGER on the 4 common schemes
+    assert a["model"] == "tiger" and a["schemes"] == ["rqkmeans", "rqkmeans_balanced", "pq", "rqvae"]
+    assert a["rho"] == pytest.approx(-1.0) and not a["same_winner"] and a["winner"] == "rqvae"
+    line = td.agreement_line("office-t", "decoder", [a])
+    assert "TIGER Spearman rho -1.00 over 4 schemes" in line and "a different winner (rqvae)" in line
+    assert td.agreement(both, plain, "tiger", "office_r.json")[0]["rho"] == pytest.approx(-1.0)
+    assert td.agreement(_result("office-t", 0.02, (0,)), plain, "tiger", "office_r.json") == []
+
+
+def test_a_model_family_without_rows_is_one_line_and_exit_code_2(results_dir: Path, capsys):
+    assert td.main(["--dir", str(results_dir), "--result", "office_r", "--model", "decoder"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "NTP test rows of model 'decoder'" in err
+    assert not (results_dir / "tokenizers_downstream.md").exists()
+
+
+def test_main_with_model_decoder_names_the_family_and_keeps_the_flag(results_dir: Path):
+    (results_dir / "office_d.json").write_text(json.dumps(_result("office-t", 0.02, (0, 1, 2), decoder=True)))
+    assert td.main(["--dir", str(results_dir), "--result", "office_d", "--model", "decoder", "--out-name", "dec"]) == 0
+    md = (results_dir / "dec.md").read_text()
+    assert md.startswith("# Semantic-ID schemes: intrinsic figures and downstream decoder-only accuracy")
+    assert "**rqkmeans** wins" in md and "--model decoder --out-name dec`" in md
+    assert "ranking agreement with decoder-only): TIGER Spearman rho -1.00" in md
+    assert json.loads((results_dir / "dec.json").read_text())["model"] == "decoder"
 
 
 def test_two_tca_models_on_one_scheme_are_refused():
