@@ -139,19 +139,27 @@ def winner(rows: list[dict]) -> dict:
             "larger_std": std, "gain_exceeds_std": gain > std if std is not None else None}
 
 
-def agreement(result: dict, rows: list[dict], model: str, where: str) -> list[dict]:
-    """Per other model family with NTP test rows on at least 3 of `rows`' schemes in the same result: Spearman's
-    rho between the two families' mean test NDCG@10 over their common schemes (do they rank the schemes alike?)."""
-    families = sorted({r.model for r in rows_of(result, where) if r.tokenizer and not r.is_reference} - {model})
+def families(result: dict, where: str) -> set[str]:
+    """The model families (the rows' `model` field) with NTP test rows on some scheme in one result."""
+    return {r.model for r in rows_of(result, where)
+            if r.tokenizer and not r.is_reference and r.split == "test" and r.loss.split("+")[0] == "ntp"}
+
+
+def agreement(results: dict[str, dict], rows: list[dict], model: str) -> list[dict]:
+    """Per other model family with NTP test rows on at least 3 of `rows`' schemes in `results` (name -> result,
+    one dataset): Spearman's rho between the two families' mean test NDCG@10 over their common schemes (do they
+    rank the schemes alike?) and whether they pick the same winner."""
     mine = {r["scheme"]: r["ndcg@10"]["mean"] for r in rows}
     out = []
-    for other in families:
-        theirs = {s: statistics.fmean(d["ndcg@10"]) for s, d in downstream(result, where, other).items()
-                  if d["ndcg@10"]}
-        common = [s for s in mine if s in theirs]
-        if len(common) >= 3:
+    for name, result in results.items():
+        for other in sorted(families(result, f"{name}.json") - {model}):
+            theirs = {s: statistics.fmean(d["ndcg@10"]) for s, d in downstream(result, f"{name}.json", other).items()
+                      if d["ndcg@10"]}
+            common = [s for s in mine if s in theirs]
+            if len(common) < 3:
+                continue
             x, y = [mine[s] for s in common], [theirs[s] for s in common]
-            out.append({"model": other, "schemes": common, "rho": spearman(x, y),
+            out.append({"model": other, "source": name, "schemes": common, "rho": spearman(x, y),
                         "p": permutation_p(np.array(x), np.array(y), np.zeros(len(common))),
                         "same_winner": max(common, key=mine.get) == max(common, key=theirs.get),
                         "winner": max(common, key=theirs.get)})
@@ -326,7 +334,7 @@ def tca_line(ds: str, rows: list[dict]) -> str | None:
 
 def agreement_line(ds: str, model: str, agree: list[dict]) -> str | None:
     """One sentence per dataset: how far the other model families rank the schemes as `model` does."""
-    parts = [f"{LABELS.get(a['model'], a['model'])} Spearman rho {a['rho']:+.2f} over {len(a['schemes'])} schemes "
+    parts = [f"{LABELS.get(a['model'], a['model'])} (`{a['source']}.json`) Spearman rho {a['rho']:+.2f} over {len(a['schemes'])} schemes "
              f"(permutation p {a['p']:.3f}); {'the same' if a['same_winner'] else 'a different'} winner"
              + ("" if a["same_winner"] else f" ({a['winner']})") for a in agree if not math.isnan(a["rho"])]
     return (f"{ds}, the same schemes under other model families (ranking agreement with "
@@ -370,7 +378,7 @@ def correlation_table(corrs: list[dict], datasets: list[str]) -> list[str]:
     return lines
 
 
-def markdown(report: dict, metas: dict[str, dict]) -> str:
+def markdown(report: dict, metas: dict[str, dict]) -> str:  # metas: result name -> result
     """The whole Markdown page: sources, one table per dataset with its winner, the correlations, the finding."""
     label = LABELS.get(report["model"], report["model"])
     lines = [f"# Semantic-ID schemes: intrinsic figures and downstream {label} accuracy", "",
@@ -379,7 +387,7 @@ def markdown(report: dict, metas: dict[str, dict]) -> str:
               "column: the scheme's TCA twin (the TCA rows whose baseline is its NTP row), where the result has one."),
              ""]
     for ds, t in report["datasets"].items():
-        m = metas[ds]
+        m = metas[t["source"]]
         source = (f"Downstream: `{t['source']}.json` (recipe {m['recipe']}, seeds {m['seeds']}, commit "
                   f"`{m['commit']}`, {m['machine']}).")
         extra = [tca_line(ds, t["rows"]), agreement_line(ds, report["model"], t["agreement"])]
@@ -443,31 +451,38 @@ def read_named(where: Path, name: str, made_by: str) -> dict:
 
 
 def load(names: list[str], where: Path) -> dict[str, dict]:
-    """The named recipe results under `where`, by name, at most one per dataset."""
+    """The named recipe results under `where`, by name; per dataset, each model family in at most one of them."""
     out: dict[str, dict] = {}
     for n in names:
         res = read_named(where, n, "python benchmarks/run_recipe.py recipes/<dataset>/<recipe>.yaml")
         if not isinstance(res, dict) or not {"dataset", "recipe"} <= set(res):
             raise SemrecError(f"{n}.json: not a recipe result (needs 'dataset' and 'recipe')")
-        twin = next((o for o, r in out.items() if r["dataset"] == res["dataset"]), None)
-        if twin:
-            raise SemrecError(f"{n}.json and {twin}.json are both on {res['dataset']}: give one result per dataset")
+        for o, r in out.items():
+            both = families(res, f"{n}.json") & families(r, f"{o}.json")
+            if r["dataset"] == res["dataset"] and both:
+                raise SemrecError(f"{n}.json and {o}.json both hold {', '.join(sorted(both))} rows on "
+                                  f"{res['dataset']}: give one result per dataset and model family")
         out[n] = res
     return out
 
 
 def build(intrinsic: dict, results: dict[str, dict], intrinsic_name: str, model: str = "tiger") -> dict:
-    """The report: per dataset its rows of model family `model`, MostPop, winner and the other families'
-    ranking agreement; the correlations and the finding."""
+    """The report: per dataset its rows of model family `model` (from the one result holding them), MostPop,
+    winner and the other families' ranking agreement (from every result on the dataset); the correlations and
+    the finding."""
     pops = {p["dataset"]: p for p in most_popular(list(results.values()))}
-    datasets = {}
+    by_ds: dict[str, dict[str, dict]] = {}
     for name, res in results.items():
-        rows = join(intrinsic, res, f"{name}.json", model)
+        by_ds.setdefault(res["dataset"], {})[name] = res
+    datasets = {}
+    for ds, group in by_ds.items():
+        mine = [n for n, res in group.items() if model in families(res, f"{n}.json")]
+        rows = join(intrinsic, group[mine[0]], f"{mine[0]}.json", model) if mine else []
         if not rows:
-            raise SemrecError(f"no scheme with NTP test rows of model '{model}' in {name}.json ({res['dataset']}) "
-                              f"is in {intrinsic_name}.json")
-        datasets[res["dataset"]] = {"source": name, "rows": rows, "mostpop": pops.get(res["dataset"]),
-                                    "winner": winner(rows), "agreement": agreement(res, rows, model, f"{name}.json")}
+            raise SemrecError(f"no scheme with NTP test rows of model '{model}' in {', '.join(group)} ({ds}) is "
+                              f"in {intrinsic_name}.json")
+        datasets[ds] = {"source": mine[0], "rows": rows, "mostpop": pops.get(ds), "winner": winner(rows),
+                        "agreement": agreement(group, rows, model)}
     tables = {ds: t["rows"] for ds, t in datasets.items()}
     corrs = correlations(tables)
     return {"benchmark": "tokenizers_downstream", "model": model, "intrinsic": intrinsic_name, "intrinsic_seed": intrinsic.get("seed"),
@@ -479,8 +494,8 @@ def build(intrinsic: dict, results: dict[str, dict], intrinsic_name: str, model:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--intrinsic", default="tokenizers_compare")
-    ap.add_argument("--result", action="append", help="a recipe result name (repeatable, one per dataset; default: "
-                                                      + ", ".join(DEFAULT_RESULTS) + ")")
+    ap.add_argument("--result", action="append", help="a recipe result name (repeatable; per dataset one result per "
+                                                      "model family; default: " + ", ".join(DEFAULT_RESULTS) + ")")
     ap.add_argument("--model", default="tiger", help="the model family whose NTP rows count (the results' `model` "
                                                        "field: tiger, decoder, ...; default tiger)")
     ap.add_argument("--out-name", default="tokenizers_downstream")
@@ -501,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(["python benchmarks/tokenizers_downstream.py", f"--intrinsic {args.intrinsic}",
                     *[f"--result {n}" for n in names], *([f"--model {args.model}"] if args.model != "tiger" else []),
                     *([f"--out-name {args.out_name}"] if args.out_name != "tokenizers_downstream" else [])])
-    md = markdown(report, {r["dataset"]: r for r in results.values()})
+    md = markdown(report, results)
     with atomic_file(args.dir / f"{args.out_name}.md") as f:
         f.write(md + f"\nPlot: `{args.out_name}.png`. Produced by `{cmd}`.\n")
     print(md)

@@ -108,13 +108,13 @@ def test_model_selects_a_family_and_the_other_families_ranking_agreement_is_repo
                                          "Decoder (rqvae)"]
     assert dec[1]["ndcg@10"]["mean"] == pytest.approx(0.02 * 1.9) and dec[1]["ndcg@10"]["std"] == 0.0
     assert all(r["tca"] is None for r in dec)  # the TCA rows' baseline is TIGER (pq), not the decoder
-    (a,) = td.agreement(both, dec, "decoder", "office_r.json")  # against TIGER on the 4 common schemes
+    (a,) = td.agreement({"office_r": both}, dec, "decoder")  # against TIGER on the 4 common schemes
     assert a["model"] == "tiger" and a["schemes"] == ["rqkmeans", "rqkmeans_balanced", "pq", "rqvae"]
     assert a["rho"] == pytest.approx(-1.0) and not a["same_winner"] and a["winner"] == "rqvae"
     line = td.agreement_line("office-t", "decoder", [a])
-    assert "TIGER Spearman rho -1.00 over 4 schemes" in line and "a different winner (rqvae)" in line
-    assert td.agreement(both, plain, "tiger", "office_r.json")[0]["rho"] == pytest.approx(-1.0)
-    assert td.agreement(_result("office-t", 0.02, (0,)), plain, "tiger", "office_r.json") == []
+    assert "TIGER (`office_r.json`) Spearman rho -1.00 over 4 schemes" in line and "a different winner (rqvae)" in line
+    assert td.agreement({"office_r": both}, plain, "tiger")[0]["rho"] == pytest.approx(-1.0)
+    assert td.agreement({"office_r": _result("office-t", 0.02, (0,))}, plain, "tiger") == []
 
 
 def test_a_model_family_without_rows_is_one_line_and_exit_code_2(results_dir: Path, capsys):
@@ -130,8 +130,24 @@ def test_main_with_model_decoder_names_the_family_and_keeps_the_flag(results_dir
     md = (results_dir / "dec.md").read_text()
     assert md.startswith("# Semantic-ID schemes: intrinsic figures and downstream decoder-only accuracy")
     assert "**rqkmeans** wins" in md and "--model decoder --out-name dec`" in md
-    assert "ranking agreement with decoder-only): TIGER Spearman rho -1.00" in md
+    assert "ranking agreement with decoder-only): TIGER (`office_d.json`) Spearman rho -1.00" in md
     assert json.loads((results_dir / "dec.json").read_text())["model"] == "decoder"
+
+
+def test_each_family_may_come_from_its_own_result_on_a_dataset(results_dir: Path):
+    split = _result("office-t", 0.02, (0, 1, 2), decoder=True)
+    split["rows"] = [r for r in split["rows"] if r["model"] == "decoder"]  # a decoder-only recipe result
+    (results_dir / "office_dec.json").write_text(json.dumps(split))
+    argv = ["--dir", str(results_dir), "--result", "office_r", "--result", "office_dec", "--result", "toys_r"]
+    assert td.main([*argv, "--model", "decoder", "--out-name", "dec"]) == 2  # toys_r holds no decoder rows
+    assert td.main([*argv[:-2], "--model", "decoder", "--out-name", "dec"]) == 0
+    dec = json.loads((results_dir / "dec.json").read_text())["datasets"]["office-t"]
+    assert dec["source"] == "office_dec" and dec["winner"]["scheme"] == "rqkmeans"
+    assert [(a["model"], a["source"]) for a in dec["agreement"]] == [("tiger", "office_r")]
+    assert td.main([*argv, "--out-name", "tig"]) == 0  # the TIGER report: its rows from office_r, agreement too
+    tig = json.loads((results_dir / "tig.json").read_text())["datasets"]
+    assert tig["office-t"]["source"] == "office_r" and tig["office-t"]["agreement"][0]["rho"] == pytest.approx(-1.0)
+    assert "Downstream: `office_r.json`" in (results_dir / "tig.md").read_text()
 
 
 def test_two_tca_models_on_one_scheme_are_refused():
@@ -207,4 +223,4 @@ def test_a_missing_result_is_one_line_and_exit_code_2(results_dir: Path, capsys)
 def test_two_results_on_one_dataset_are_refused(results_dir: Path, capsys):
     (results_dir / "office_b.json").write_text(json.dumps(_result("office-t", 0.03, (0,))))
     assert td.main(["--dir", str(results_dir), "--result", "office_r", "--result", "office_b"]) == 2
-    assert "both on office-t" in capsys.readouterr().err
+    assert "both hold tiger rows on office-t" in capsys.readouterr().err
