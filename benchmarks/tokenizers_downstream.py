@@ -13,7 +13,7 @@ and pooled over datasets (NDCG@10 divided by the dataset's RQ-KMeans row), with 
 where a result trains other model families on the same schemes, whether they rank the schemes alike. Nothing is
 recomputed.
 
-    python benchmarks/tokenizers_downstream.py [--result office_tokenizers_downstream_cpu --result ...] [--model decoder]
+    python benchmarks/tokenizers_downstream.py [--result office_tokenizers_downstream_cpu ...] [--model decoder]
 
 Writes benchmarks/results/tokenizers_downstream.{json,md,png} (--out-name to change the stem).
 """
@@ -61,13 +61,18 @@ def figures(ir: dict) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in vals.items()}
 
 
+def is_scheme_ntp_test_row(r) -> bool:
+    """A generative model's NTP test row on some scheme ("ntp+msl" rows are NTP rows: the same labels, the loss
+    over the trie-allowed tokens)."""
+    return r.split == "test" and r.loss.split("+")[0] == "ntp" and bool(r.tokenizer) and not r.is_reference
+
+
 def downstream(result: dict, where: str, model: str = "tiger") -> dict[str, dict]:
-    """Per scheme file stem: the model name, seeds and per-seed test metrics of the NTP rows of model family
-    `model` in one result ("ntp+msl" rows are NTP rows: the same labels, the loss over the trie-allowed tokens)."""
+    """Per scheme file stem: the model name, seeds and per-seed test metrics of the NTP test rows of model
+    family `model` in one result."""
     by: dict[str, dict] = {}
     for r in rows_of(result, where):
-        if (r.split != "test" or r.loss.split("+")[0] != "ntp" or not r.tokenizer or r.is_reference
-                or r.model != model):
+        if not is_scheme_ntp_test_row(r) or r.model != model:
             continue
         e = by.setdefault(r.tokenizer, {"model": r.name, "seeds": [], **{m: [] for m in METRICS}})
         if e["model"] != r.name:
@@ -141,8 +146,7 @@ def winner(rows: list[dict]) -> dict:
 
 def families(result: dict, where: str) -> set[str]:
     """The model families (the rows' `model` field) with NTP test rows on some scheme in one result."""
-    return {r.model for r in rows_of(result, where)
-            if r.tokenizer and not r.is_reference and r.split == "test" and r.loss.split("+")[0] == "ntp"}
+    return {r.model for r in rows_of(result, where) if is_scheme_ntp_test_row(r)}
 
 
 def agreement(results: dict[str, dict], rows: list[dict], model: str) -> list[dict]:
@@ -159,10 +163,10 @@ def agreement(results: dict[str, dict], rows: list[dict], model: str) -> list[di
             if len(common) < 3:
                 continue
             x, y = [mine[s] for s in common], [theirs[s] for s in common]
+            best = max(common, key=theirs.get)
             out.append({"model": other, "source": name, "schemes": common, "rho": spearman(x, y),
                         "p": permutation_p(np.array(x), np.array(y), np.zeros(len(common))),
-                        "same_winner": max(common, key=mine.get) == max(common, key=theirs.get),
-                        "winner": max(common, key=theirs.get)})
+                        "same_winner": max(common, key=mine.get) == best, "winner": best})
     return out
 
 
@@ -334,9 +338,10 @@ def tca_line(ds: str, rows: list[dict]) -> str | None:
 
 def agreement_line(ds: str, model: str, agree: list[dict]) -> str | None:
     """One sentence per dataset: how far the other model families rank the schemes as `model` does."""
-    parts = [f"{LABELS.get(a['model'], a['model'])} (`{a['source']}.json`) Spearman rho {a['rho']:+.2f} over {len(a['schemes'])} schemes "
-             f"(permutation p {a['p']:.3f}); {'the same' if a['same_winner'] else 'a different'} winner"
-             + ("" if a["same_winner"] else f" ({a['winner']})") for a in agree if not math.isnan(a["rho"])]
+    parts = [f"{LABELS.get(a['model'], a['model'])} (`{a['source']}.json`) Spearman rho {a['rho']:+.2f} over "
+             f"{len(a['schemes'])} schemes (permutation p {a['p']:.3f}); "
+             + ("the same winner" if a["same_winner"] else f"a different winner ({a['winner']})")
+             for a in agree if not math.isnan(a["rho"])]
     return (f"{ds}, the same schemes under other model families (ranking agreement with "
             f"{LABELS.get(model, model)}): " + "; ".join(parts) + ".") if parts else None
 
@@ -378,13 +383,15 @@ def correlation_table(corrs: list[dict], datasets: list[str]) -> list[str]:
     return lines
 
 
-def markdown(report: dict, metas: dict[str, dict]) -> str:  # metas: result name -> result
-    """The whole Markdown page: sources, one table per dataset with its winner, the correlations, the finding."""
+def markdown(report: dict, metas: dict[str, dict]) -> str:
+    """The whole Markdown page: sources (`metas`: result name -> result), one table per dataset with its winner,
+    the correlations, the finding."""
     label = LABELS.get(report["model"], report["model"])
     lines = [f"# Semantic-ID schemes: intrinsic figures and downstream {label} accuracy", "",
              (f"Intrinsic: `{report['intrinsic']}.json` (seed {report['intrinsic_seed']}). Downstream: the NTP rows of "
-              f"{label} (model `{report['model']}`) in the recipe results below, test split, mean ± std over seeds (a bare number is one seed); the last "
-              "column: the scheme's TCA twin (the TCA rows whose baseline is its NTP row), where the result has one."),
+              f"{label} (model `{report['model']}`) in the recipe results below, test split, mean ± std over seeds "
+              "(a bare number is one seed); the last column: the scheme's TCA twin (the TCA rows whose baseline is its "
+              "NTP row), where the result has one."),
              ""]
     for ds, t in report["datasets"].items():
         m = metas[t["source"]]
@@ -485,7 +492,8 @@ def build(intrinsic: dict, results: dict[str, dict], intrinsic_name: str, model:
                         "agreement": agreement(group, rows, model)}
     tables = {ds: t["rows"] for ds, t in datasets.items()}
     corrs = correlations(tables)
-    return {"benchmark": "tokenizers_downstream", "model": model, "intrinsic": intrinsic_name, "intrinsic_seed": intrinsic.get("seed"),
+    return {"benchmark": "tokenizers_downstream", "model": model, "intrinsic": intrinsic_name,
+            "intrinsic_seed": intrinsic.get("seed"),
             "sources": list(results), "normalisation": f"test NDCG@10 / the dataset's {REFERENCE} row",
             "permutations": N_PERMUTATIONS, "datasets": datasets, "correlations": corrs,
             "finding": finding(corrs, tables)}
