@@ -27,6 +27,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from semrec.errors import SemrecError
@@ -76,6 +77,23 @@ def next_token_log_probs(logits: torch.Tensor, allowed: torch.Tensor | None, *, 
     return out.masked_fill_(~allowed, -math.inf)  # in place on the fresh output; also clears NaN rows
 
 
+def popularity_bias(index, popularity, strength: float) -> torch.Tensor:
+    """(E,) edge scores that subtract `strength` x log P_pop(item) from every item's decoding score, P_pop
+    being the add-one smoothed training popularity (N,) counts: logit adjustment (Menon et al., 2021) spread
+    over the trie's edges, so that beam search applies it token by token. strength 0: no change."""
+    counts = torch.as_tensor(np.asarray(popularity), dtype=torch.float64)
+    if counts.shape != (index.num_items,) or bool((counts < 0).any()):
+        raise SemrecError(f"popularity_bias: expected non-negative counts of shape ({index.num_items},), "
+                          f"got shape {tuple(counts.shape)}")
+    return -float(strength) * index.edge_log_share(counts + 1.0)
+
+
+def _check_bias(index, edge_bias: torch.Tensor | None) -> None:
+    if edge_bias is not None and tuple(edge_bias.shape) != (index.num_edges,):
+        raise SemrecError(f"edge_bias: expected one value per trie edge ({index.num_edges},), "
+                          f"got shape {tuple(edge_bias.shape)}")
+
+
 def _fixed_length(codes: torch.Tensor, pad_id: int) -> bool:
     return not bool((codes == pad_id).any())
 
@@ -83,27 +101,32 @@ def _fixed_length(codes: torch.Tensor, pad_id: int) -> bool:
 @torch.no_grad()
 def beam_search(model, batch, *, num_beams: int = 10, top_k: int | None = None, constrained: bool = True,
                 renormalize: bool = False, temperature: float = 1.0, max_len: int | None = None,
-                bf16: bool = False) -> BeamSearchOutput:
+                bf16: bool = False, edge_bias: torch.Tensor | None = None) -> BeamSearchOutput:
     """Top-`top_k` (default `num_beams`) items per user of `batch` (a Batch on the model's device).
 
     model: a GenerativeRecommender (prefill / expand_state / step hooks, prefix_index(), pad_id, eos_id).
     bf16: run the model under bf16 autocast where that pays (CUDA, or a CPU with native bf16; elsewhere
     float32: `semrec.runtime.bf16_autocast`); beam scores are summed in float32 either way.
+    edge_bias: (E,) a score added to the log-probability of each trie edge (`popularity_bias`); scores and
+    rankings are then of the biased sums. Needs `constrained`.
     """
     if num_beams < 1:
         raise SemrecError(f"num_beams must be >= 1, got {num_beams}")
     top_k = num_beams if top_k is None else top_k
     if not 1 <= top_k <= num_beams:
         raise SemrecError(f"top_k must be in 1..num_beams ({num_beams}), got {top_k}")
+    if edge_bias is not None and not constrained:
+        raise SemrecError("beam_search: edge_bias scores trie edges; it needs constrained=True")
     dev = model.device
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_autocast(dev, bf16)):
-        return _search(model, batch, num_beams, top_k, constrained, renormalize, temperature, max_len)
+        return _search(model, batch, num_beams, top_k, constrained, renormalize, temperature, max_len, edge_bias)
 
 
 def _search(model, batch, k: int, top_k: int, constrained: bool, renormalize: bool, temperature: float,
-            max_len: int | None) -> BeamSearchOutput:
+            max_len: int | None, edge_bias: torch.Tensor | None) -> BeamSearchOutput:
     """`beam_search` with `k` beams, its arguments checked."""
     index = model.prefix_index()
+    _check_bias(index, edge_bias)
     pad, eos = model.pad_id, model.eos_id
     max_len = index.max_len if max_len is None else max_len
     fixed = _fixed_length(model.codes, pad)
@@ -131,10 +154,14 @@ def _search(model, batch, k: int, top_k: int, constrained: bool, renormalize: bo
             logits, state = model.step(state, last_tokens, parent)
             allowed = index.next_token_mask(lo, hi, t) if constrained else None
             logp = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
+            if edge_bias is not None:
+                logp += index.next_token_values(lo, hi, t, edge_bias)
             cand = logp.view(b, k, v).add_(run_scores[:, :, None]).view(b, k * v)  # in place: no 2nd (B*K, V)
         else:  # all of a user's beams are the empty prefix: score its one row (beam 0, score 0)
             allowed = index.next_token_mask(lo[rows[:, 0]], hi[rows[:, 0]], 0) if constrained else None
             cand = next_token_log_probs(logits, allowed, renormalize=renormalize, temperature=temperature)
+            if edge_bias is not None:
+                cand += index.next_token_values(lo[rows[:, 0]], hi[rows[:, 0]], 0, edge_bias)
             if v < n_cand:  # columns past v stand for the dead beams 1.. and are never alive
                 cand = torch.nn.functional.pad(cand, (0, n_cand - v), value=-math.inf)
         top_s, top_i = cand.topk(n_cand, dim=1)  # (B, 2K), best first
@@ -191,7 +218,7 @@ def _search(model, batch, k: int, top_k: int, constrained: bool, renormalize: bo
 
 @torch.no_grad()
 def score_catalogue(model, batch, *, renormalize: bool = False, temperature: float = 1.0,
-                    chunk_rows: int = 4096) -> torch.Tensor:
+                    chunk_rows: int = 4096, edge_bias: torch.Tensor | None = None) -> torch.Tensor:
     """(B, N) float32: log P(item's whole token sequence | user) of every catalogue item for every user of
     `batch` (a Batch on the model's device); items sharing a token sequence get the same score.
 
@@ -199,16 +226,17 @@ def score_catalogue(model, batch, *, renormalize: bool = False, temperature: flo
     `next_token_log_probs`). `chunk_rows` bounds the rows (users x prefixes) of one forward pass: each
     user's prefixes are fed `max(1, chunk_rows // B)` at a time. Its (rows, V) logits set the memory:
     lower it for large vocabularies (title tokens). The default was the fastest for a small TIGER on one
-    CPU thread (2,048 to 8,192 within 10%)."""
+    CPU thread (2,048 to 8,192 within 10%). edge_bias: as in `beam_search`, added along each item's edges."""
     if chunk_rows < 1:
         raise SemrecError(f"chunk_rows must be >= 1, got {chunk_rows}")
     index = model.prefix_index()
+    _check_bias(index, edge_bias)
     was_training = model.training
     model.eval()
     logits, state = model.prefill(batch)
     b = logits.shape[0]
     width = max(1, chunk_rows // b)
-    walk = _TrieWalk(model, index, b, width, renormalize, temperature)
+    walk = _TrieWalk(model, index, b, width, renormalize, temperature, edge_bias)
     lo, hi = index.root(1)
     root = walk.children(walk.log_probs(logits[:, None], lo, hi, 0), lo, hi,
                          logits.new_zeros((b, 1), dtype=torch.float32), 0)
@@ -221,7 +249,7 @@ def score_catalogue(model, batch, *, renormalize: bool = False, temperature: flo
 
 @torch.no_grad()
 def exact_search(model, batch, *, top_k: int = 10, renormalize: bool = False, temperature: float = 1.0,
-                 chunk_rows: int = 4096) -> BeamSearchOutput:
+                 chunk_rows: int = 4096, edge_bias: torch.Tensor | None = None) -> BeamSearchOutput:
     """The `top_k` catalogue entries of highest `score_catalogue` score per user, best first, as a
     BeamSearchOutput (what `beam_search` returns when its beams cover the catalogue).
 
@@ -230,7 +258,8 @@ def exact_search(model, batch, *, top_k: int = 10, renormalize: bool = False, te
     the catalogue's distinct entries hold item -1 and score -inf."""
     if top_k < 1:
         raise SemrecError(f"top_k must be >= 1, got {top_k}")
-    scores = score_catalogue(model, batch, renormalize=renormalize, temperature=temperature, chunk_rows=chunk_rows)
+    scores = score_catalogue(model, batch, renormalize=renormalize, temperature=temperature, chunk_rows=chunk_rows,
+                             edge_bias=edge_bias)
     canonical = model.canonical_items()
     scores[:, canonical != torch.arange(len(canonical), device=canonical.device)] = -math.inf
     top, items = scores.sort(dim=1, descending=True, stable=True)
@@ -246,9 +275,10 @@ def exact_search(model, batch, *, top_k: int = 10, renormalize: bool = False, te
 class _TrieWalk:
     """The depth-first walk of `score_catalogue`: B users, at most `width` prefixes per user in a forward."""
 
-    def __init__(self, model, index, b: int, width: int, renormalize: bool, temperature: float):
+    def __init__(self, model, index, b: int, width: int, renormalize: bool, temperature: float,
+                 edge_bias: torch.Tensor | None):
         self.model, self.index, self.b, self.width = model, index, b, width
-        self.renormalize, self.temperature = renormalize, temperature
+        self.renormalize, self.temperature, self.edge_bias = renormalize, temperature, edge_bias
         self.scores = torch.full((b, index.num_items), -math.inf, device=index.device)
         self.users = torch.arange(b, device=index.device)[:, None]
 
@@ -269,7 +299,10 @@ class _TrieWalk:
         first = torch.cumsum(counts, 0) - counts
         edges = a[parent] + torch.arange(len(parent), device=lo.device) - first[parent]
         tok = index.edge_tok[edges]
-        return parent, tok, index.edge_lo[edges], index.edge_hi[edges], score[:, parent] + logp[:, parent, tok]
+        score = score[:, parent] + logp[:, parent, tok]
+        if self.edge_bias is not None:
+            score += self.edge_bias[edges]
+        return parent, tok, index.edge_lo[edges], index.edge_hi[edges], score
 
     def visit(self, state, rows: int, parent: torch.Tensor, tok: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
               score: torch.Tensor, depth: int) -> None:

@@ -64,11 +64,12 @@ def _length_order(model, table: ExampleTable) -> torch.Tensor:
 def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | None = None,
              batch_size: int = 256, constrained: bool = True, renormalize: bool = False,
              temperature: float = 1.0, teacher=None, progress: bool = False, decode: str = "beam",
-             bf16: bool = False) -> dict[str, Any]:
+             bf16: bool = False, edge_bias: torch.Tensor | None = None) -> dict[str, Any]:
     """Beam-search every row of `table` (batches of rows of similar history length: `_length_order`;
     `decode="exact"`: the exact top-`top_k` lists, `num_beams` and `constrained` unused). Returns CPU tensors
     `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a teacher, `teacher_matches`:
-    rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search` (beam search only)."""
+    rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search` (beam search only). edge_bias:
+    (E,) scores added along the trie's edges in either decoding (`semrec.decoding.popularity_bias`)."""
     from tqdm.auto import tqdm
 
     dev = model.device
@@ -83,10 +84,10 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
         batch = model.collate(table, rows, with_targets=False).to(dev)
         if decode == "exact":
             out = exact_search(model, batch, top_k=top_k or num_beams, renormalize=renormalize,
-                               temperature=temperature)
+                               temperature=temperature, edge_bias=edge_bias)
         else:
             out = beam_search(model, batch, num_beams=num_beams, top_k=top_k, constrained=constrained,
-                              renormalize=renormalize, temperature=temperature, bf16=bf16)
+                              renormalize=renormalize, temperature=temperature, bf16=bf16, edge_bias=edge_bias)
         bad, tot = out.invalid_count()
         invalid, total = invalid + bad, total + tot
         items.append(out.items.cpu())

@@ -218,19 +218,48 @@ class PrefixIndex:
         toks = self.edge_tok[idx.clamp(max=self.edge_tok.numel() - 1)]
         return torch.where(valid, toks, torch.full_like(toks, self.pad_id)), counts
 
-    def next_token_mask(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
-        """BoolTensor (B, V): tokens that continue each range (all False for complete/empty ranges)."""
+    def _child_edges(self, lo: torch.Tensor, hi: torch.Tensor,
+                     depth: "int | torch.Tensor") -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (B, k), edges (B, k)): each range's children, tokens `vocab_size` and edge 0 past its count."""
         a, b = self.children(lo, hi, depth)
         counts = b - a
         k = self.branching(depth) if isinstance(depth, int) else int(counts.max()) if counts.numel() else 0
         ar = torch.arange(k, device=self.device)
-        idx = a.unsqueeze(1) + ar
         valid = ar < counts.unsqueeze(1)
-        toks = torch.where(valid, self.edge_tok[idx.clamp(max=self.edge_tok.numel() - 1)],
-                           torch.full_like(idx, self.vocab_size))
+        idx = torch.where(valid, a.unsqueeze(1) + ar, 0)
+        return torch.where(valid, self.edge_tok[idx], self.vocab_size), idx
+
+    def next_token_mask(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
+        """BoolTensor (B, V): tokens that continue each range (all False for complete/empty ranges)."""
+        toks, _ = self._child_edges(lo, hi, depth)
         mask = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=torch.bool, device=self.device)
         mask.scatter_(1, toks, True)
         return mask[:, : self.vocab_size]
+
+    def next_token_values(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
+                          edge_values: torch.Tensor) -> torch.Tensor:
+        """FloatTensor (B, V): `edge_values` (E,) of the edge each token takes from each range, 0 for tokens
+        that do not continue it."""
+        toks, idx = self._child_edges(lo, hi, depth)
+        out = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=edge_values.dtype, device=self.device)
+        out.scatter_(1, toks, edge_values[idx])
+        return out[:, : self.vocab_size]
+
+    def edge_log_share(self, weights) -> torch.Tensor:
+        """(E,) float32: log of each edge's share of its parent's item weight, log(w(child) / sum of w over
+        the parent's children), from positive item `weights` (N,). Summed along an item's edges it is
+        log(w(item) / total weight) when no sequence is a proper prefix of another (fixed-length codes,
+        EOS-terminated titles)."""
+        w = torch.as_tensor(weights, dtype=torch.float64, device=self.device)
+        if w.shape != (self.num_items,) or not bool((w > 0).all()) or not bool(torch.isfinite(w).all()):
+            raise SemrecError(f"edge_log_share: expected finite positive weights of shape ({self.num_items},), "
+                              f"got shape {tuple(w.shape)}" + ("" if w.shape != (self.num_items,) else
+                                                               " with a value <= 0 or not finite"))
+        cum = torch.cat([w.new_zeros(1), torch.cumsum(w[self.sorted_items], 0)])
+        child = cum[self.edge_hi] - cum[self.edge_lo]
+        _, group = torch.unique_consecutive(self.edge_key // self.vocab_size, return_inverse=True)
+        parent = torch.zeros(int(group.max()) + 1, dtype=torch.float64, device=self.device).index_add_(0, group, child)
+        return (child.log() - parent[group].log()).float()
 
     def range_is_complete(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
         """BoolTensor (B,): the length-`depth` prefix is the whole sequence of at least one item."""

@@ -7,7 +7,7 @@ import torch
 from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
                                 score_items, semantic_ids, titles)
 
-from semrec.decoding import beam_search, exact_search, next_token_log_probs, score_catalogue
+from semrec.decoding import beam_search, exact_search, next_token_log_probs, popularity_bias, score_catalogue
 from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.itemtok.artifact import ItemTokenization
@@ -241,3 +241,44 @@ def test_tiger_decodes_the_same_a_few_token_rows_at_a_time(monkeypatch):
     got = beam_search(model, batch, num_beams=5)
     assert batch.input_ids.shape[1] > 7 and torch.equal(got.items, ref.items)
     torch.testing.assert_close(got.scores, ref.scores, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tok", ["sid", "title"])
+def test_popularity_bias_lowers_every_item_by_its_log_prior_in_both_searches(tok):
+    tok = semantic_ids(50) if tok == "sid" else titles(40)
+    n = tok.codes.shape[0]
+    model, batch = _setup("tiger", TIGER_TINY, tok, seed=6)
+    index = model.prefix_index()
+    counts = np.random.default_rng(0).integers(0, 30, n)
+    counts[:5] = 0  # unseen items: add-one smoothing keeps them finite
+    plain = score_catalogue(model, batch)
+    prior = np.log((counts + 1) / (counts + 1).sum())
+    for s in (0.0, 0.7):
+        bias = popularity_bias(index, counts, s)
+        want = plain - s * torch.as_tensor(prior, dtype=torch.float32)
+        torch.testing.assert_close(score_catalogue(model, batch, edge_bias=bias), want, atol=1e-5, rtol=1e-5)
+        beams = beam_search(model, batch, num_beams=n, edge_bias=bias)
+        order = want.sort(1, descending=True)
+        assert torch.equal(beams.items, order.indices)
+        torch.testing.assert_close(beams.scores, order.values, atol=1e-5, rtol=1e-5)
+        assert torch.equal(exact_search(model, batch, top_k=n, edge_bias=bias).items, beams.items)
+    # a strong correction moves the lists towards rare items
+    top = beam_search(model, batch, num_beams=5).items
+    debiased = beam_search(model, batch, num_beams=5, edge_bias=popularity_bias(index, counts, 3.0)).items
+    assert counts[debiased.numpy()].mean() < counts[top.numpy()].mean()
+
+
+def test_popularity_bias_argument_errors():
+    model, batch = _setup("tiger", TIGER_TINY, semantic_ids(50), seed=6)
+    index = model.prefix_index()
+    bias = popularity_bias(index, np.ones(50), 0.5)
+    with pytest.raises(SemrecError, match="needs constrained=True"):
+        beam_search(model, batch, num_beams=4, constrained=False, edge_bias=bias)
+    with pytest.raises(SemrecError, match="one value per trie edge"):
+        beam_search(model, batch, num_beams=4, edge_bias=bias[:-1])
+    with pytest.raises(SemrecError, match="one value per trie edge"):
+        score_catalogue(model, batch, edge_bias=bias[:-1])
+    with pytest.raises(SemrecError, match="non-negative counts"):
+        popularity_bias(index, -np.ones(50), 0.5)
+    with pytest.raises(SemrecError, match="non-negative counts"):
+        popularity_bias(index, np.ones(49), 0.5)

@@ -1,6 +1,7 @@
 """PrefixIndex against a brute-force reference on random catalogues (shared prefixes, duplicates,
 variable lengths with EOS, items that are prefixes of other items, single-item prefixes)."""
 
+import math
 import random
 
 import pytest
@@ -193,3 +194,33 @@ def test_cuda_matches_cpu():
             assert torch.equal(x, y.cpu()), f
     built = PrefixIndex(tokens.cuda(), pad, vocab)  # built directly on the GPU
     assert torch.equal(built.sorted_items.cpu(), ix.sorted_items)
+
+
+@pytest.mark.parametrize("name", list(CATALOGUES))
+def test_next_token_values_and_edge_shares_match_brute_force(name):
+    tokens, vocab, pad = CATALOGUES[name]()
+    ix = PrefixIndex(tokens, pad, vocab)
+    seqs = seqs_of(tokens, pad)
+    prefixes = all_prefixes(seqs, [t for t in range(vocab) if t != pad], random.Random(3))
+    ids = torch.arange(ix.num_edges, dtype=torch.float32) + 1  # edge e carries e + 1: 0 means "no edge"
+    w = torch.rand(len(seqs), generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
+    share = ix.edge_log_share(w)
+    for p in prefixes:
+        lo, hi, depth = ix.walk(torch.tensor([list(p) or [pad]]))
+        depth = len(p)
+        got = ix.next_token_values(lo, hi, depth, ids)[0]
+        _, b_next, _ = brute(seqs, p)
+        assert got.nonzero().squeeze(1).tolist() == b_next, p
+        below = sum(float(w[i]) for i in brute(seqs, p)[0] if len(seqs[i]) > depth)
+        for t in b_next:
+            e = int(got[t]) - 1
+            clo, chi = ix.step(lo, hi, torch.tensor([t]), depth)
+            assert int(ix.edge_tok[e]) == t and int(ix.edge_lo[e]) == int(clo[0]) and int(ix.edge_hi[e]) == int(chi[0])
+            child = sum(float(w[i]) for i in brute(seqs, list(p) + [t])[0])
+            assert float(share[e]) == pytest.approx(math.log(child / below), abs=1e-5), (p, t)
+        if b_next:  # a prefix's shares are a distribution over its next tokens
+            assert float(torch.logsumexp(share[got[b_next].long() - 1].double(), 0)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(SemrecError, match="positive weights"):
+        ix.edge_log_share(torch.zeros(len(seqs)))
+    with pytest.raises(SemrecError, match="positive weights"):
+        ix.edge_log_share(torch.ones(len(seqs) + 1))
