@@ -150,9 +150,16 @@ def pick_row(run: RunDirectory, name: str | None) -> ResultRow:
 
 
 class Recommender:
-    """A trained generative model with its catalogue; `recommend` is batched beam search."""
+    """A trained generative model with its catalogue; `recommend` is batched beam search.
 
-    def __init__(self, model, dataset, *, name: str = "", num_beams: int | None = None, batch_size: int = 64):
+    popularity_correction: s >= 0 lowers every item's score by s x log of its add-one smoothed training
+    popularity share (`semrec.decoding.popularity_bias`; 0: the model's own ranking). Choose it on valid
+    (`benchmarks/popularity_correction.py`)."""
+
+    def __init__(self, model, dataset, *, name: str = "", num_beams: int | None = None, batch_size: int = 64,
+                 popularity_correction: float = 0.0):
+        if not popularity_correction >= 0:  # NaN too
+            raise SemrecError(f"popularity_correction must be >= 0, got {popularity_correction!r}")
         self.model = model.eval()
         self.dataset = dataset
         self.name = name
@@ -165,6 +172,12 @@ class Recommender:
         self.titles = dataset.titles
         self.raw_ids = [str(r) for r in dataset.items["raw_id"].tolist()]
         self.resolver = ItemResolver(self.raw_ids, self.titles)
+        self.edge_bias = None
+        if popularity_correction:
+            from semrec.decoding import popularity_bias
+            from semrec.pipeline.run import train_popularity
+
+            self.edge_bias = popularity_bias(model.prefix_index(), train_popularity(dataset), popularity_correction)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, model: str | None = None, device: str = "auto",
@@ -217,7 +230,8 @@ class Recommender:
         return ExampleTable(hist, torch.zeros(n, dtype=torch.long), torch.full((n,), -1, dtype=torch.long))
 
     def recommend(self, histories: list[list[int | str]], top_k: int = 10) -> list[list[dict]]:
-        """Top-`top_k` items per history, best first: dicts {item_id, raw_id, title, score}."""
+        """Top-`top_k` items per history, best first: dicts {item_id, raw_id, title, score} (the beam score:
+    log P(item | history), less the popularity correction when one is set)."""
         from semrec.decoding import beam_search
 
         if not isinstance(top_k, int) or top_k < 1:
@@ -229,7 +243,8 @@ class Recommender:
         for rows in table.batches(self.batch_size):
             batch = self.model.collate(table, rows, with_targets=False).to(self.model.device)
             res = beam_search(self.model, batch, num_beams=beams, top_k=top_k,
-                              renormalize=bool(info.get("msl", False)), temperature=float(info.get("tau") or 1.0))
+                              renormalize=bool(info.get("msl", False)), temperature=float(info.get("tau") or 1.0),
+                              edge_bias=self.edge_bias)
             items, scores = res.items.cpu().tolist(), res.scores.cpu().tolist()
             for its, scs in zip(items, scores):
                 out.append([{"item_id": i, "raw_id": self.raw_ids[i], "title": self.titles[i], "score": float(s)}

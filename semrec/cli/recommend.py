@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="one history per line, items separated by ' | '")
     p.add_argument("--top-k", type=int, default=10, help="items per history (default 10)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--popularity-correction", type=float, default=0.0, metavar="S",
+                   help="lower each item's score by S x log of its training popularity share (default 0: none)")
     p.add_argument("--json", action="store_true", help="print JSON (one list per history)")
     p.set_defaults(func=_recommend)
 
@@ -52,13 +54,16 @@ def _recommend(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise SemrecError(f"--top-k must be >= 1, got {args.top_k}")
+    if not args.popularity_correction >= 0:
+        raise SemrecError(f"--popularity-correction must be >= 0, got {args.popularity_correction}")
     if args.history is not None:
         histories = [[s for s in args.history]]
         if any(not s.strip() for s in args.history):
             raise SemrecError("--history: empty item")
     else:
         histories = read_history_file(args.history_file)
-    rec = Recommender.from_run(args.run, model=args.model, device=args.device)
+    rec = Recommender.from_run(args.run, model=args.model, device=args.device,
+                               popularity_correction=args.popularity_correction)
     results = rec.recommend(histories, top_k=args.top_k)
     if args.json:
         print(json.dumps([{"history": h, "recommendations": r} for h, r in zip(histories, results)], indent=2))

@@ -171,9 +171,13 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
         ran.append((cmd, out.getvalue()))
     assert len(skipped) == len(SKIPPED), f"SKIPPED entries no longer in the README: {skipped}"
     # what the README promises of a few of them
-    printed = {" ".join(c[:3]): o for c, o in ran}
+    printed: dict[str, str] = {}
+    for c, o in ran:  # the first command of each kind
+        printed.setdefault(" ".join(c[:3]), o)
     rec = printed["semrec recommend --run"]
     assert rec.startswith("history: Post-it Super Sticky Notes, 3 in x 3 in, Assorted | 17  (model TIGER+TCA)")
     assert len(re.findall(r"^\s+\d\. \[\d+\]", rec, re.M)) == 5
+    corrected = next(o for c, o in ran if "--popularity-correction" in c)
+    assert corrected.startswith("history: 17  (model TIGER)") and corrected.count("  5. [") == 1
     assert (tmp_path / "exported" / "ml-100k" / "ml-100k.train.inter").is_file()
     assert (tmp_path / "toys_rqvae.index.json").is_file() and (tmp_path / "reports" / "report.md").is_file()

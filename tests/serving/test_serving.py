@@ -169,6 +169,7 @@ def test_cli_recommend_text_json_and_file(run_dir, tmp_path, capsys):
     (["--history-file", "FILE_BLANK"], "no histories"),
     (["--history-file", "MISSING"], "MISSING: no such file"),
     (["--history", "1", "--model", "Nope"], "no model row 'Nope'"),
+    (["--history", "1", "--popularity-correction", "-1"], "--popularity-correction must be >= 0"),
 ])
 def test_cli_recommend_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, args, message):
     (tmp_path / "FILE_EMPTY_ITEM").write_text("1 |  | 2\n")
@@ -184,3 +185,30 @@ def test_cli_recommend_missing_run(tmp_path, capsys):
     assert main(["recommend", "--run", str(tmp_path / "nope"), "--history", "1"]) == 2
     err = capsys.readouterr().err
     assert "no such run directory" in err and err.count("\n") == 1
+
+
+def test_popularity_correction_equals_the_biased_beam_search(run_dir, rec, capsys):
+    from semrec.decoding import beam_search, popularity_bias
+    from semrec.pipeline.run import train_popularity
+
+    hists = [[3, 4, 5], [20, 22], [0]]
+    assert Recommender.from_run(run_dir, device="cpu", popularity_correction=0.0).edge_bias is None
+    fixed = Recommender.from_run(run_dir, device="cpu", popularity_correction=0.8)
+    out = fixed.recommend(hists, top_k=5)
+    table = fixed.example_table(hists)
+    batch = fixed.model.collate(table, torch.arange(len(hists)), with_targets=False)
+    bias = popularity_bias(fixed.model.prefix_index(), train_popularity(fixed.dataset), 0.8)
+    info = fixed.model.training_info or {}
+    ref = beam_search(fixed.model, batch, num_beams=5, renormalize=bool(info.get("msl", False)),
+                      temperature=float(info.get("tau") or 1.0), edge_bias=bias)
+    assert [[r["item_id"] for r in recs] for recs in out] == ref.items.tolist()
+    np.testing.assert_allclose([[r["score"] for r in recs] for recs in out], ref.scores.numpy(), atol=1e-5)
+    assert [[r["item_id"] for r in recs] for recs in out] != [[r["item_id"] for r in x] for x in
+                                                              rec.recommend(hists, top_k=5)]
+    with pytest.raises(SemrecError, match="popularity_correction must be >= 0"):
+        Recommender(rec.model, rec.dataset, popularity_correction=-0.1)
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(run_dir), "--device", "cpu", "--history", "3", "4", "--json",
+                 "--popularity-correction", "0.8", "--model", fixed.name, "--top-k", "5"]) == 0
+    got = json.loads(capsys.readouterr().out)[0]["recommendations"]
+    assert [r["item_id"] for r in got] == [r["item_id"] for r in fixed.recommend([[3, 4]], top_k=5)[0]]
