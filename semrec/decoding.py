@@ -27,7 +27,6 @@ import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from semrec.errors import SemrecError
@@ -81,10 +80,10 @@ def popularity_bias(index, popularity, strength: float) -> torch.Tensor:
     """(E,) edge scores that subtract `strength` x log P_pop(item) from every item's decoding score, P_pop
     being the add-one smoothed training popularity (N,) counts: logit adjustment (Menon et al., 2021) spread
     over the trie's edges, so that beam search applies it token by token. strength 0: no change."""
-    counts = torch.as_tensor(np.asarray(popularity), dtype=torch.float64)
+    counts = torch.as_tensor(popularity, dtype=torch.float64)
     if counts.shape != (index.num_items,) or bool((counts < 0).any()):
-        raise SemrecError(f"popularity_bias: expected non-negative counts of shape ({index.num_items},), "
-                          f"got shape {tuple(counts.shape)}")
+        raise SemrecError(f"popularity_bias: expected non-negative counts of shape ({index.num_items},), got "
+                          + (f"shape {tuple(counts.shape)}" if counts.shape != (index.num_items,) else "a negative one"))
     return -float(strength) * index.edge_log_share(counts + 1.0)
 
 

@@ -231,7 +231,7 @@ class Recommender:
 
     def recommend(self, histories: list[list[int | str]], top_k: int = 10) -> list[list[dict]]:
         """Top-`top_k` items per history, best first: dicts {item_id, raw_id, title, score} (the beam score:
-    log P(item | history), less the popularity correction when one is set)."""
+        log P(item | history), less the popularity correction when one is set)."""
         from semrec.decoding import beam_search
 
         if not isinstance(top_k, int) or top_k < 1:

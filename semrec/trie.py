@@ -201,6 +201,18 @@ class PrefixIndex:
         nonempty = hi > lo
         return torch.where(nonempty, a, torch.zeros_like(a)), torch.where(nonempty, b, torch.zeros_like(b))
 
+    def _child_edges(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
+                     k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(edges (B, K), valid (B, K), counts (B,)): the edge-table rows of each range's children, ascending by
+        token, edge 0 where `valid` is False (past the range's count). K as in `next_tokens`."""
+        a, b = self.children(lo, hi, depth)
+        counts = b - a
+        if k is None:
+            k = self.branching(depth) if isinstance(depth, int) else int(counts.max()) if counts.numel() else 0
+        ar = torch.arange(k, device=self.device)
+        valid = ar < counts.unsqueeze(1)
+        return torch.where(valid, a.unsqueeze(1) + ar, 0), valid, counts
+
     def next_tokens(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
                     k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Allowed next tokens of each range in index form.
@@ -208,41 +220,22 @@ class PrefixIndex:
         Returns (tokens (B, K) ascending, right-padded with pad_id; counts (B,)). K is `k` if given,
         else the largest branching at `depth` (int depth: no host sync) or in the batch (tensor depth).
         """
-        a, b = self.children(lo, hi, depth)
-        counts = b - a
-        if k is None:
-            k = self.branching(depth) if isinstance(depth, int) else int(counts.max()) if counts.numel() else 0
-        ar = torch.arange(k, device=self.device)
-        idx = a.unsqueeze(1) + ar
-        valid = ar < counts.unsqueeze(1)
-        toks = self.edge_tok[idx.clamp(max=self.edge_tok.numel() - 1)]
-        return torch.where(valid, toks, torch.full_like(toks, self.pad_id)), counts
-
-    def _child_edges(self, lo: torch.Tensor, hi: torch.Tensor,
-                     depth: "int | torch.Tensor") -> tuple[torch.Tensor, torch.Tensor]:
-        """(tokens (B, k), edges (B, k)): each range's children, tokens `vocab_size` and edge 0 past its count."""
-        a, b = self.children(lo, hi, depth)
-        counts = b - a
-        k = self.branching(depth) if isinstance(depth, int) else int(counts.max()) if counts.numel() else 0
-        ar = torch.arange(k, device=self.device)
-        valid = ar < counts.unsqueeze(1)
-        idx = torch.where(valid, a.unsqueeze(1) + ar, 0)
-        return torch.where(valid, self.edge_tok[idx], self.vocab_size), idx
+        edges, valid, counts = self._child_edges(lo, hi, depth, k)
+        return torch.where(valid, self.edge_tok[edges], self.pad_id), counts
 
     def next_token_mask(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
         """BoolTensor (B, V): tokens that continue each range (all False for complete/empty ranges)."""
-        toks, _ = self._child_edges(lo, hi, depth)
-        mask = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=torch.bool, device=self.device)
-        mask.scatter_(1, toks, True)
-        return mask[:, : self.vocab_size]
+        return self.next_token_values(lo, hi, depth, torch.ones(1, dtype=torch.bool, device=self.device)
+                                      .expand(self.num_edges))
 
     def next_token_values(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
                           edge_values: torch.Tensor) -> torch.Tensor:
-        """FloatTensor (B, V): `edge_values` (E,) of the edge each token takes from each range, 0 for tokens
-        that do not continue it."""
-        toks, idx = self._child_edges(lo, hi, depth)
+        """(B, V) of `edge_values`' dtype: `edge_values` (E,) of the edge each token takes from each range, 0 (False)
+        for tokens that do not continue it."""
+        edges, valid, _ = self._child_edges(lo, hi, depth)
+        toks = torch.where(valid, self.edge_tok[edges], self.vocab_size)  # past the count: a dropped extra column
         out = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=edge_values.dtype, device=self.device)
-        out.scatter_(1, toks, edge_values[idx])
+        out.scatter_(1, toks, edge_values[edges])
         return out[:, : self.vocab_size]
 
     def edge_log_share(self, weights) -> torch.Tensor:
