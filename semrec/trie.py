@@ -11,8 +11,8 @@ Two ways to query:
   :meth:`walk`, :meth:`item_range`, :meth:`allowed_tokens_mask`, :meth:`allowed_tokens`, :meth:`is_complete`,
   :meth:`items_of`, :meth:`all_items_of`, :meth:`prefix_items`;
 - incremental state ``(lo, hi)`` for decoding (no re-walk of the prefix, no host sync):
-  :meth:`root`, :meth:`step`, :meth:`next_tokens`, :meth:`next_token_mask`, :meth:`range_is_complete`,
-  :meth:`range_item`.
+  :meth:`root`, :meth:`step`, :meth:`next_tokens`, :meth:`next_token_mask`, :meth:`child_edges`,
+  :meth:`range_is_complete`, :meth:`range_item`.
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ class PrefixIndex:
         nonempty = hi > lo
         return torch.where(nonempty, a, torch.zeros_like(a)), torch.where(nonempty, b, torch.zeros_like(b))
 
-    def _child_edges(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
-                     k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def child_edges(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor",
+                    k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(edges (B, K), valid (B, K), counts (B,)): the edge-table rows of each range's children, ascending by
         token, edge 0 where `valid` is False (past the range's count). K as in `next_tokens`."""
         a, b = self.children(lo, hi, depth)
@@ -220,7 +220,7 @@ class PrefixIndex:
         Returns (tokens (B, K) ascending, right-padded with pad_id; counts (B,)). K is `k` if given,
         else the largest branching at `depth` (int depth: no host sync) or in the batch (tensor depth).
         """
-        edges, valid, counts = self._child_edges(lo, hi, depth, k)
+        edges, valid, counts = self.child_edges(lo, hi, depth, k)
         return torch.where(valid, self.edge_tok[edges], self.pad_id), counts
 
     def next_token_mask(self, lo: torch.Tensor, hi: torch.Tensor, depth: "int | torch.Tensor") -> torch.Tensor:
@@ -232,7 +232,7 @@ class PrefixIndex:
                           edge_values: torch.Tensor) -> torch.Tensor:
         """(B, V) of `edge_values`' dtype: `edge_values` (E,) of the edge each token takes from each range, 0 (False)
         for tokens that do not continue it."""
-        edges, valid, _ = self._child_edges(lo, hi, depth)
+        edges, valid, _ = self.child_edges(lo, hi, depth)
         toks = torch.where(valid, self.edge_tok[edges], self.vocab_size)  # past the count: a dropped extra column
         out = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=edge_values.dtype, device=self.device)
         out.scatter_(1, toks, edge_values[edges])

@@ -8,7 +8,9 @@ token's item recency (0 = the anchor or the most recent item) is added to its to
 cross-attention has no position information, so without it the decoder cannot tell recent items from
 old ones. With `item_embeddings`, a learned embedding of each history item's id is added too (the
 item-level identity that codes shared across items cannot hold). Decoder: a start token, then the target's
-codes.
+codes. With `edge_head`, each next-token logit also gets the dot product of the decoder state with a learned
+vector of that trie edge (`semrec.models.edge_head`): output vectors of each prefix's own, not shared across
+parents.
 Model vocabulary: the tokenization's ids, then one start token (unless the tokenization has a BOS), then
 `user_buckets` user tokens, then the separator and the anchor token when enabled.
 """
@@ -22,6 +24,8 @@ from torch import nn
 
 from semrec.models.base import GenerativeRecommender, register_model
 from semrec.models.batching import Batch, compact, hash_users, history_tokens
+from semrec.models.edge_head import edge_logits, teacher_forced_edge_logits
+from semrec.trie import PrefixIndex
 
 # Token rows the decoding passes work on at a time, so that their (rows, d_ff) and (rows, 3 x heads x d_kv)
 # activations stay in a CPU's caches, whatever the number of users per call (256 users x 40 tokens spill them)
@@ -54,6 +58,7 @@ class TigerConfig:
     tie_embeddings: bool = True  # False: an output head of its own (code levels have disjoint token rows)
     embedding_init_std: float = 1.0  # std of the initial token embeddings (T5's default is 1.0)
     item_embeddings: bool = False  # add a learned embedding of each history item's id to its input tokens
+    edge_head: bool = False  # add a learned output vector per trie edge (prefix, next token) to the logits
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_decoder_layers", "d_model", "num_heads", "d_kv", "d_ff", "max_history"):
@@ -68,10 +73,11 @@ class TigerConfig:
 
     # Values of the options added after the first release, as models saved before them were built.
     legacy_defaults = {"item_positions": False, "item_separator": False, "eos_anchor": False,
-                       "tie_embeddings": True, "embedding_init_std": 1.0, "item_embeddings": False}
+                       "tie_embeddings": True, "embedding_init_std": 1.0, "item_embeddings": False,
+                       "edge_head": False}
     # Options added after models were cached, at the value that builds the model as before: left out of a
     # recipe stage's key at that value, so the stages cached before them stay valid.
-    stage_key_omits = {"item_embeddings": False}
+    stage_key_omits = {"item_embeddings": False, "edge_head": False}
 
 
 @register_model
@@ -131,6 +137,10 @@ class TigerRecommender(GenerativeRecommender):
             model.encoder.item_embedding = nn.Embedding(self.codes.shape[0] + 1, c.d_model,
                                                         padding_idx=self.codes.shape[0])
             nn.init.zeros_(model.encoder.item_embedding.weight)
+        if c.edge_head:  # one row per edge of the catalogue's trie (its edge table's order); zeros as above
+            edges = PrefixIndex(self.codes.cpu(), pad_id=self.pad_id, vocab_size=vocab).num_edges
+            model.decoder.edge_vectors = nn.Embedding(edges, c.d_model)
+            nn.init.zeros_(model.decoder.edge_vectors.weight)
         model.generation_config.eos_token_id = self.eos_id
         model.generation_config.pad_token_id = self.pad_id
         model.generation_config.decoder_start_token_id = self.start_id
@@ -219,10 +229,21 @@ class TigerRecommender(GenerativeRecommender):
         start = target_tokens.new_full((target_tokens.shape[0], 1), self.start_id)
         return torch.cat([start, target_tokens[:, :-1]], 1)
 
+    @property
+    def _output_scale(self) -> float:
+        """The factor on the decoder's final states before the output layer (T5 scales them when tied)."""
+        scaled = getattr(self.hf.config, "scale_decoder_outputs", self.hf.config.tie_word_embeddings)
+        return self.hf.model_dim ** -0.5 if scaled else 1.0
+
     def forward(self, batch: Batch) -> torch.Tensor:
         out = self.hf(**self._encoder_inputs(batch), attention_mask=batch.attention_mask,
-                      decoder_input_ids=self._decoder_inputs(batch.target_tokens), use_cache=False, return_dict=True)
-        return out.logits
+                      decoder_input_ids=self._decoder_inputs(batch.target_tokens), use_cache=False, return_dict=True,
+                      output_hidden_states=self.config.edge_head)
+        if not self.config.edge_head:
+            return out.logits
+        hidden = out.decoder_hidden_states[-1] * self._output_scale  # what the output layer read
+        return out.logits + teacher_forced_edge_logits(self.prefix_index(), hidden, batch.target_tokens,
+                                                       self.hf.decoder.edge_vectors.weight)
 
     # ----- cached decoding ------------------------------------------------------------------------
     # The decoder step is written out on the HF modules' weights so that the beams of a user share one copy
@@ -240,6 +261,8 @@ class TigerRecommender(GenerativeRecommender):
                  for lo in range(0, b, users)]
         cross = [tuple(_cat([p[i][j] for p in parts]) for j in (0, 1)) for i in range(len(parts[0]))]
         state = {"cross": cross, "bias": mask_bias, "self": None, "t": 0}
+        if self.config.edge_head:  # each row's prefix as a trie range
+            state["lo"], state["hi"] = self.prefix_index().root(b)
         start = batch.input_ids.new_full((b,), self.start_id)
         return self._decode_step(start, state)
 
@@ -280,7 +303,8 @@ class TigerRecommender(GenerativeRecommender):
 
     def expand_state(self, state: dict, beams: int) -> dict:
         selfkv = [(k.repeat_interleave(beams, 1), v.repeat_interleave(beams, 1)) for k, v in state["self"]]
-        return {**state, "self": selfkv}
+        ranges = {k: state[k].repeat_interleave(beams) for k in ("lo", "hi") if k in state}
+        return {**state, "self": selfkv, **ranges}
 
     def step(self, state: dict, tokens: torch.Tensor, beam_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return self._decode_step(tokens, state, beam_idx)
@@ -344,12 +368,18 @@ class TigerRecommender(GenerativeRecommender):
             out = self._attend(q, ck, cv, state["bias"])  # (B, H, beams, d)
             x = x + att.o(out.transpose(1, 2).reshape(r, 1, h * d))
             x = _feed_forward(blk.layer[2], x)
-        x = dec.final_layer_norm(x)
-        if getattr(self.hf.config, "scale_decoder_outputs", self.hf.config.tie_word_embeddings):
-            x = x * (self.hf.model_dim ** -0.5)
+        x = dec.final_layer_norm(x) * self._output_scale
+        new_state = {**state, "self": new_self, "t": t + 1}
         with torch.autocast(x.device.type, enabled=False):  # bf16 logits would be rounded to ~0.4%: near-ties flip
             logits = self.hf.lm_head(x.float())[:, 0]
-        return logits, {**state, "self": new_self, "t": t + 1}
+            if self.config.edge_head:
+                index = self.prefix_index()
+                lo, hi = state["lo"], state["hi"]
+                if beam_idx is not None:  # `tokens` continue the parents' prefixes of length t - 1
+                    lo, hi = index.step(lo[beam_idx], hi[beam_idx], tokens, t - 1)
+                logits = logits + edge_logits(index, x.float()[:, 0], lo, hi, t, dec.edge_vectors.weight.float())
+                new_state.update(lo=lo, hi=hi)
+        return logits, new_state
 
 
 def _feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
