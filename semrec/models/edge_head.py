@@ -24,6 +24,11 @@ def edge_logits(index, hidden: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
     leaving the row's prefix, 0 at every other token (and for empty or complete prefixes). weight: (E, D), one
     row per edge of the index. Differentiable in hidden and weight."""
     v = index.vocab_size
+    if isinstance(depth, int) and depth == 0:  # every non-empty range is the root: one matmul, no gather
+        edges, valid, _ = index.child_edges(*index.root(1), 0)
+        vals = (hidden @ weight[edges[0]].T).masked_fill(~(valid & (hi > lo)[:, None]), 0)
+        toks = torch.where(valid[0], index.edge_tok[edges[0]], v).expand_as(vals)
+        return vals.new_zeros(vals.shape[0], v + 1).scatter(1, toks, vals)[:, :v]
     parts = []
     for start in range(0, hidden.shape[0], CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)

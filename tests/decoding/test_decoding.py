@@ -4,8 +4,8 @@ exact scoring of the whole catalogue equal to the naive reference."""
 import numpy as np
 import pytest
 import torch
-from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
-                                score_items, semantic_ids, titles)
+from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_EDGE, TIGER_PLAIN, TIGER_RICH, TIGER_TINY,
+                                examples, score_items, semantic_ids, titles, with_edge_vectors)
 
 from semrec.decoding import beam_search, exact_search, next_token_log_probs, popularity_bias, score_catalogue
 from semrec.errors import SemrecError
@@ -19,7 +19,7 @@ B = 6
 
 
 def _setup(name, cfg, tok, seed=0):
-    model = build_model(name, tok, cfg, seed=seed).eval()
+    model = with_edge_vectors(build_model(name, tok, cfg, seed=seed).eval(), seed=seed)
     table = ExampleTable.from_examples(examples(B, tok.codes.shape[0], seed=seed + 7), 6)
     return model, model.collate(table, torch.arange(B), with_targets=False)
 
@@ -72,8 +72,9 @@ def test_equals_transformers_generate_on_variable_length_titles(name, cfg, k):
 
 
 @pytest.mark.parametrize("name,cfg,tok", [("tiger", TIGER_TINY, "sid"), ("tiger", TIGER_RICH, "title"),
-                                          ("tiger", TIGER_PLAIN, "sid"), ("decoder", LLAMA_TINY, "title"),
-                                          ("decoder", GPT2_TINY, "sid")])
+                                          ("tiger", TIGER_PLAIN, "sid"), ("tiger", TIGER_EDGE, "sid"),
+                                          ("tiger", dict(TIGER_EDGE, tie_embeddings=True), "title"),
+                                          ("decoder", LLAMA_TINY, "title"), ("decoder", GPT2_TINY, "sid")])
 def test_beams_covering_the_catalogue_give_the_exhaustive_ranking(name, cfg, tok):
     tok = semantic_ids(50) if tok == "sid" else titles(40)
     n = tok.codes.shape[0]

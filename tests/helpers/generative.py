@@ -12,6 +12,8 @@ TIGER_TINY = dict(num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2, d
 # every encoder-input option on: separators, anchor, recency and item-id embeddings, user token, untied head
 TIGER_RICH = dict(TIGER_TINY, item_positions=True, item_separator=True, eos_anchor=True, user_buckets=3,
                   tie_embeddings=False, embedding_init_std=0.1, item_embeddings=True)
+# every option on, and a learned output vector per trie edge (zero at the start: `with_edge_vectors` fills them)
+TIGER_EDGE = dict(TIGER_RICH, edge_head=True)
 # the encoder input of the original TIGER: the history's codes only (the defaults add recency + an anchor)
 TIGER_PLAIN = dict(TIGER_TINY, item_positions=False, eos_anchor=False, dropout=0.1)
 LLAMA_TINY = dict(style="llama", num_layers=2, d_model=32, num_heads=2, d_ff=64, max_history=6)
@@ -86,3 +88,14 @@ def score_items(model, batch, items: torch.Tensor | None = None, *, chunk: int =
     if was_training:
         model.train()
     return torch.cat(out, 1)
+
+
+def with_edge_vectors(model, seed: int = 0, std: float = 1.0):
+    """`model` with random trie-edge output vectors when it has an edge head (they start at zero, which would
+    leave the edge logits untested)."""
+    if getattr(model.config, "edge_head", False):
+        g = torch.Generator().manual_seed(seed)
+        w = model.hf.decoder.edge_vectors.weight
+        with torch.no_grad():
+            w.copy_(torch.randn(w.shape, generator=g) * std)
+    return model

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_PLAIN, TIGER_RICH, TIGER_TINY, examples,
-                                semantic_ids, titles)
+from helpers.generative import (GPT2_TINY, LLAMA_GQA, LLAMA_TINY, TIGER_EDGE, TIGER_PLAIN, TIGER_RICH, TIGER_TINY,
+                                examples, semantic_ids, titles, with_edge_vectors)
 
 from semrec.data.dataset import Examples, SeqDataset
 from semrec.errors import SemrecError
@@ -14,8 +14,8 @@ from semrec.models.batching import compact, history_tokens
 
 torch.set_num_threads(1)
 
-CONFIGS = [("tiger", TIGER_TINY), ("tiger", TIGER_RICH), ("decoder", LLAMA_TINY), ("decoder", LLAMA_GQA),
-           ("decoder", GPT2_TINY)]
+CONFIGS = [("tiger", TIGER_TINY), ("tiger", TIGER_RICH), ("tiger", TIGER_EDGE), ("decoder", LLAMA_TINY),
+           ("decoder", LLAMA_GQA), ("decoder", GPT2_TINY)]
 
 
 def test_compact_and_history_tokens_match_a_python_reference():
@@ -70,7 +70,7 @@ def test_collate_tiger_and_decoder_inputs():
 def test_teacher_forcing_equals_cached_decoding(name, cfg):
     """forward() logits at position j equal prefill/step logits after feeding the target's first j tokens."""
     tok = titles(40)
-    model = build_model(name, tok, cfg, seed=0).eval()
+    model = with_edge_vectors(build_model(name, tok, cfg, seed=0).eval())
     table = ExampleTable.from_examples(examples(5, 40, seed=3), 6)
     batch = model.collate(table, torch.arange(5))
     with torch.no_grad():
@@ -169,6 +169,52 @@ def test_tiger_options_build_what_they_say():
     assert build_model("tiger", flat, dict(TIGER_TINY, item_separator=True), seed=0).separator_id is not None
 
 
+@pytest.mark.parametrize("kind", ["sid", "title"])
+def test_edge_head_adds_each_prefix_own_output_vectors(kind):
+    """With `edge_head`, the logit of token c after prefix p gains (scaled decoder state) . vector of the trie
+    edge (p, c), found here from the edge table's documented key; tokens that do not continue p gain
+    nothing. At the start the vectors are zero: the model is the one without them. Training moves only the
+    vectors of the edges leaving the targets' prefixes, the targets' own among them."""
+    tok = semantic_ids(40) if kind == "sid" else titles(40)
+    table = ExampleTable.from_examples(examples(5, 40, seed=3), 6)
+    plain = build_model("tiger", tok, TIGER_RICH, seed=0)
+    model = build_model("tiger", tok, TIGER_EDGE, seed=0)
+    batch = model.collate(table, torch.arange(5))
+    with torch.no_grad():
+        assert torch.equal(model(batch), plain(batch))
+    index = model.prefix_index()
+    w = model.hf.decoder.edge_vectors.weight
+    assert w.shape == (index.num_edges, TIGER_EDGE["d_model"]) and not w.any()
+    model(batch).logsumexp(-1).sum().backward()
+    moved = set((w.grad.abs().sum(1) > 0).nonzero().flatten().tolist())
+    n, v, tgt = index.num_items, index.vocab_size, batch.target_tokens
+    leaving, taken = set(), set()
+    for b in range(tgt.shape[0]):
+        for t in range(tgt.shape[1]):
+            if tgt[b, t] == tok.pad_id:
+                break
+            lo, _, _ = index.walk(tgt[b:b + 1, :t])
+            key = (t * (n + 1) + int(lo[0])) * v
+            leaving |= set(((index.edge_key >= key) & (index.edge_key < key + v)).nonzero().flatten().tolist())
+            taken.add(int((index.edge_key == key + tgt[b, t]).nonzero()[0, 0]))
+    assert taken <= moved <= leaving and len(leaving) > len(taken)
+
+    model = with_edge_vectors(model.eval())
+    with torch.no_grad():
+        out = model.hf(**model._encoder_inputs(batch), attention_mask=batch.attention_mask,
+                       decoder_input_ids=model._decoder_inputs(tgt), output_hidden_states=True)
+        hidden = out.decoder_hidden_states[-1]  # the untied head reads it unscaled (T5 scales a tied one)
+        added = model(batch) - out.logits
+    for b in range(tgt.shape[0]):
+        for t in range(tgt.shape[1]):
+            lo, _, _ = index.walk(tgt[b:b + 1, :t])
+            key = (t * (n + 1) + int(lo[0])) * v
+            want = torch.zeros(v)
+            for e in ((index.edge_key >= key) & (index.edge_key < key + v)).nonzero().flatten().tolist():
+                want[int(index.edge_key[e]) - key] = hidden[b, t] @ w[e]
+            torch.testing.assert_close(added[b, t], want, atol=1e-5, rtol=1e-5)
+
+
 def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
     import json
 
@@ -176,7 +222,7 @@ def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
     model.save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     for key in ("item_positions", "item_separator", "eos_anchor", "tie_embeddings", "embedding_init_std",
-                "item_embeddings"):
+                "item_embeddings", "edge_head"):
         del meta["config"][key]
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     assert load_model(tmp_path / "m").config == model.config
@@ -185,7 +231,7 @@ def test_model_saved_before_new_options_loads_with_their_old_values(tmp_path):
 @pytest.mark.parametrize("name,cfg", [*CONFIGS, ("tiger", TIGER_PLAIN)])
 def test_save_load_round_trip(tmp_path, name, cfg):
     tok = semantic_ids(40)
-    model = build_model(name, tok, dict(cfg, user_buckets=4), seed=1).eval()
+    model = with_edge_vectors(build_model(name, tok, dict(cfg, user_buckets=4), seed=1).eval())
     model.training_info = {"loss": "tca", "alpha": 0.1}
     table = ExampleTable.from_examples(examples(4, 40), 6)
     batch = model.collate(table, torch.arange(4))
