@@ -58,7 +58,9 @@ class TigerConfig:
     tie_embeddings: bool = True  # False: an output head of its own (code levels have disjoint token rows)
     embedding_init_std: float = 1.0  # std of the initial token embeddings (T5's default is 1.0)
     item_embeddings: bool = False  # add a learned embedding of each history item's id to its input tokens
-    edge_head: bool = False  # add a learned output vector per trie edge (prefix, next token) to the logits
+    # add a learned output vector per trie edge (prefix, next token) to the logits; off: it narrowed the lists of
+    # TIGER alone and left TIGER+TCA level (benchmarks/results/{toys,sports}_tiger{,_tca}_msl_edge_long_cpu.md)
+    edge_head: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_decoder_layers", "d_model", "num_heads", "d_kv", "d_ff", "max_history"):
