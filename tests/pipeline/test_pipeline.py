@@ -172,12 +172,14 @@ def test_an_option_at_its_neutral_value_keeps_the_cached_stage(tiny):
         run_recipe(recipe, tiny / "run_omit", log=logs.append, progress=False)
         return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
 
-    assert TigerConfig.stage_key_omits == {"item_embeddings": False}
+    assert TigerConfig.stage_key_omits == {"item_embeddings": False, "edge_head": False}
     base = model_stages({})
-    assert model_stages({"item_embeddings": False}) == base
+    assert model_stages({"item_embeddings": False, "edge_head": False}) == base
     assert model_stages({"item_embeddings": True}).isdisjoint(base)
+    assert model_stages({"edge_head": True}).isdisjoint(base)
     key = json.loads((tiny / "run_omit" / "stages" / next(iter(base)).split("/")[-1] / "stage.json").read_text())
-    assert "item_embeddings" not in key["config"]["config"] and key["config"]["config"]["item_positions"]
+    config = key["config"]["config"]
+    assert "item_embeddings" not in config and "edge_head" not in config and config["item_positions"]
 
 
 def test_recipe_errors_are_one_line(tiny, capsys):
