@@ -12,7 +12,7 @@ Two ways to query:
   :meth:`items_of`, :meth:`all_items_of`, :meth:`prefix_items`;
 - incremental state ``(lo, hi)`` for decoding (no re-walk of the prefix, no host sync):
   :meth:`root`, :meth:`step`, :meth:`next_tokens`, :meth:`next_token_mask`, :meth:`child_edges`,
-  :meth:`range_is_complete`, :meth:`range_item`.
+  :meth:`scatter_children`, :meth:`range_is_complete`, :meth:`range_item`.
 """
 
 from __future__ import annotations
@@ -233,10 +233,15 @@ class PrefixIndex:
         """(B, V) of `edge_values`' dtype: `edge_values` (E,) of the edge each token takes from each range, 0 (False)
         for tokens that do not continue it."""
         edges, valid, _ = self.child_edges(lo, hi, depth)
-        toks = torch.where(valid, self.edge_tok[edges], self.vocab_size)  # past the count: a dropped extra column
-        out = torch.zeros(lo.shape[0], self.vocab_size + 1, dtype=edge_values.dtype, device=self.device)
-        out.scatter_(1, toks, edge_values[edges])
-        return out[:, : self.vocab_size]
+        return self.scatter_children(edges, valid, edge_values[edges])
+
+    def scatter_children(self, edges: torch.Tensor, valid: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """(B, V) of `values`' dtype: values (B, K) of each row's children (`edges`, `valid` as `child_edges`
+        gives them) at the children's tokens, 0 (False) at every other token and for entries not `valid`.
+        Out of place: differentiable in `values`."""
+        toks = torch.where(valid, self.edge_tok[edges], self.vocab_size)  # not valid: a dropped extra column
+        out = values.new_zeros(values.shape[0], self.vocab_size + 1)
+        return out.scatter(1, toks, values)[:, : self.vocab_size]
 
     def edge_log_share(self, weights) -> torch.Tensor:
         """(E,) float32: log of each edge's share of its parent's item weight, log(w(child) / sum of w over

@@ -23,19 +23,15 @@ def edge_logits(index, hidden: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
     in `index` (a PrefixIndex with V = index.vocab_size): hidden (R, D) . weight[e] at the token of each edge e
     leaving the row's prefix, 0 at every other token (and for empty or complete prefixes). weight: (E, D), one
     row per edge of the index. Differentiable in hidden and weight."""
-    v = index.vocab_size
     if isinstance(depth, int) and depth == 0:  # every non-empty range is the root: one matmul, no gather
         edges, valid, _ = index.child_edges(*index.root(1), 0)
-        vals = (hidden @ weight[edges[0]].T).masked_fill(~(valid & (hi > lo)[:, None]), 0)
-        toks = torch.where(valid[0], index.edge_tok[edges[0]], v).expand_as(vals)
-        return vals.new_zeros(vals.shape[0], v + 1).scatter(1, toks, vals)[:, :v]
+        vals = hidden @ weight[edges[0]].T
+        return index.scatter_children(edges.expand_as(vals), valid & (hi > lo)[:, None], vals)
     parts = []
     for start in range(0, hidden.shape[0], CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)
         edges, valid, _ = index.child_edges(lo[sl], hi[sl], depth)
-        vals = torch.einsum("rd,rkd->rk", hidden[sl], weight[edges]).masked_fill(~valid, 0)
-        toks = torch.where(valid, index.edge_tok[edges], v)  # past a row's children: a dropped extra column
-        parts.append(vals.new_zeros(vals.shape[0], v + 1).scatter(1, toks, vals)[:, :v])
+        parts.append(index.scatter_children(edges, valid, torch.einsum("rd,rkd->rk", hidden[sl], weight[edges])))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
