@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
-from semrec.artifacts import atomic_file
 from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.decoding import popularity_bias
@@ -36,6 +35,7 @@ from semrec.evaluation import decoding_defaults, generate, most_popular_lists, s
 from semrec.metrics import paired_gain
 from semrec.pipeline.results import RunDirectory
 from semrec.pipeline.run import train_popularity
+from semrec.report import save_png
 from semrec.runtime import describe_machine, git_commit
 
 K = 10
@@ -187,10 +187,7 @@ def plot(meta: dict, path: Path) -> Path:
         ax.set_ylabel("NDCG@10")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from tca_gain import most_popular, pairs
 from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.errors import SemrecError
 from semrec.pipeline.results import rows_of
+from semrec.report import save_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RESULTS = [f"{d}_tokenizers_downstream_cpu" for d in ("office", "toys", "sports")]
@@ -442,10 +443,7 @@ def plot(tables: dict[str, list[dict]], corrs: list[dict], path: Path, label: st
     fig.suptitle(f"Semantic-ID schemes: intrinsic figures against downstream {label} NDCG@10 / {REFERENCE} "
                  "(error bars: seed std)")
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ main

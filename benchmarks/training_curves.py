@@ -23,6 +23,7 @@ from beam_vs_exact import RESULTS, add_run_argument, produced_by
 from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.errors import SemrecError
 from semrec.pipeline.results import RunDirectory
+from semrec.report import save_png
 from semrec.runtime import describe_machine, git_commit
 
 CURVE = ("valid_ndcg@10", "valid_coverage@10")
@@ -147,10 +148,7 @@ def plot(meta: dict, path: Path) -> Path:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_n.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

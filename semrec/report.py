@@ -147,7 +147,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write `fig` to `path` as a PNG (whole or not at all) and close it."""
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
@@ -188,7 +189,7 @@ def plot_alpha(sweep: dict, path: Path) -> Path | None:
         if handles:
             a3.legend(handles, labels, fontsize=8, loc="center left", frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_curves(curves: list[dict], title: str, path: Path) -> Path | None:
@@ -218,7 +219,7 @@ def plot_curves(curves: list[dict], title: str, path: Path) -> Path | None:
     if handles:
         a3.legend(handles, labels, fontsize=7, loc="center left", frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_usage(usage: dict, title: str, path: Path) -> Path | None:
@@ -237,7 +238,7 @@ def plot_usage(usage: dict, title: str, path: Path) -> Path | None:
     ax.set_title(f"{title}: code usage per level")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- output
