@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
+from tca_gain import mean_std
 from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.decoding import popularity_bias
@@ -104,13 +105,11 @@ def summary(entries: list[dict]) -> list[dict]:
         groups.setdefault((e["dataset"], e["model"]), []).append(e)
     out = []
     for (dataset, model), es in groups.items():
-        def ms(xs) -> tuple[float, float]:
-            return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
         row = {"dataset": dataset, "model": model, "seeds": [e["seed"] for e in es],
-               "strength": ms([e["chosen_strength"] for e in es])}
+               "strength": mean_std([e["chosen_strength"] for e in es])}
         for m in ("ndcg@10", "coverage@10", "pop1%@10"):
-            row[f"test_s0_{m}"] = ms([e["test_s0"][m] for e in es])
-            row[f"test_chosen_{m}"] = ms([e["test_chosen"][m] for e in es])
+            row[f"test_s0_{m}"] = mean_std([e["test_s0"][m] for e in es])
+            row[f"test_chosen_{m}"] = mean_std([e["test_chosen"][m] for e in es])
         row["gain_beyond_2se"] = sum(e["test_gain"] > 2 * e["test_gain_se"] for e in es)
         row["curve"] = [{"strength": v["strength"],
                          **{m: float(np.mean([e["valid"][i][m] for e in es])) for m in LIST_METRICS}}

@@ -30,7 +30,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("ndcg@10", "hr@10", "cc", "coverage@10")
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """(mean, sample std) of `xs`; std 0 for one value."""
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
@@ -56,7 +57,7 @@ def pairs(result: dict) -> list[dict]:
                 continue
             b = [float(by_name[base][s].metrics[m]) for s in seeds]
             t = [float(rows[s].metrics[m]) for s in seeds]
-            (bm, bs), (tm, ts) = _mean_std(b), _mean_std(t)
+            (bm, bs), (tm, ts) = mean_std(b), mean_std(t)
             entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
                         "seed_gains": [y - x for x, y in zip(b, t)]}
         g = entry["ndcg@10"]
@@ -97,7 +98,7 @@ def teachers(results: list[dict]) -> list[dict]:
             if res["dataset"] == ds:
                 vals.update({r.seed: r.metrics for r in rows_of(res, res["recipe"]) if r.model == "sasrec"})
         if vals:
-            n, h = _mean_std([v["ndcg@10"] for v in vals.values()]), _mean_std([v["hr@10"] for v in vals.values()])
+            n, h = mean_std([v["ndcg@10"] for v in vals.values()]), mean_std([v["hr@10"] for v in vals.values()])
             rows.append({"dataset": ds, "model": "SASRec", "seeds": sorted(vals), "ndcg@10": n, "hr@10": h,
                          "source": "recipe runs"})
     cf = RESULTS / "cf_teachers.json"

@@ -17,9 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from beam_vs_exact import RESULTS, add_run_argument, produced_by
+from tca_gain import mean_std
 from semrec.artifacts import atomic_file, read_json, write_json
 from semrec.errors import SemrecError
 from semrec.pipeline.results import RunDirectory
@@ -62,11 +61,6 @@ def run_curves(run_dir: str, results_name: str, names: list[str] | None):
                       **{m: row.metrics.get(m) for m in TEST}}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
 def summary(entries: list[dict]) -> list[dict]:
     """Per (dataset, model row): each pass's mean ± std over the seeds that ran it, and the test figures."""
     groups: dict[tuple, list[dict]] = {}
@@ -83,7 +77,7 @@ def summary(entries: list[dict]) -> list[dict]:
                  for k, ps in sorted(by_pass.items())]
         out.append({"dataset": dataset, "model": model, "seeds": sorted(e["seed"] for e in es), "curve": curve,
                     "best_is_last": sum(e["best_pass"] == e["passes"][-1]["pass"] for e in es),
-                    "cpu_time_s": mean_std([e["cpu_time_s"] for e in es if e.get("cpu_time_s") is not None] or [0]),
+                    "cpu_time_s": mean_std(cpu) if (cpu := [e["cpu_time_s"] for e in es if e.get("cpu_time_s")]) else None,
                     **{m: mean_std([e[m] for e in es]) for m in TEST}})
     return out
 
@@ -112,8 +106,9 @@ def markdown(meta: dict) -> str:
             valid = "-" if e.get("valid_ndcg@10") is None else f"{e['valid_ndcg@10']:.4f}"
             lines.append(f"| {d} | MostPop | - | - | - | {e['ndcg@10']:.4f} | {e['coverage@10']:.4f} | {valid} |")
         for r in (r for r in rows if r["dataset"] == d):
+            cpu = "-" if r["cpu_time_s"] is None else f"{r['cpu_time_s'][0]:.0f}"
             lines.append(f"| {d} | {r['model']} | {len(r['seeds'])} | {r['best_is_last']} of {len(r['seeds'])} "
-                         f"| {r['cpu_time_s'][0]:.0f} | {fmt(r['ndcg@10'])} | {fmt(r['coverage@10'])} "
+                         f"| {cpu} | {fmt(r['ndcg@10'])} | {fmt(r['coverage@10'])} "
                          f"| {fmt(r['curve'][-1]['valid_ndcg@10'])} |")
     lines += ["", f"![valid NDCG@10 and coverage@10 by pass]({meta['out_name']}.png)", "",
               produced_by("training_curves", meta["runs"], f"--out-name {meta['out_name']}")]

@@ -56,6 +56,9 @@ def test_summary_averages_each_pass_over_the_seeds_that_ran_it(tmp_path, monkeyp
     assert "| toys-t | TIGER | 3 | 1 | 0.0300 ± 0.0000 | 0.300 ± 0.000 |" in md
     assert "| toys-t | MostPop | - | - | - | 0.0020 | 0.0005 | 0.0021 |" in md
     assert "| toys-t | TIGER | 2 | 1 of 2 | 100 |" in md and "--run RUN_DIR r --out-name tc" in md
+    unknown = [{**e, "cpu_time_s": None} for e in entries]  # stages written without CPU time
+    assert tc.summary(unknown)[0]["cpu_time_s"] is None
+    assert "| toys-t | TIGER | 2 | 1 of 2 | - |" in tc.markdown({**meta, "entries": unknown})
 
 
 def test_main_writes_json_md_and_plot(tmp_path, monkeypatch):
