@@ -146,7 +146,9 @@ class Pipeline:
         mcfg = load_config(klass, spec.config, name=f"model '{spec.name}' config")
         omit = getattr(klass, "stage_key_omits", {})
         model_key = {k: v for k, v in dataclasses.asdict(mcfg).items() if not (k in omit and v == omit[k])}
-        config = {"model": spec.model, "config": model_key, "train": dataclasses.asdict(tcfg)}
+        train_omit = type(tcfg).stage_key_omits
+        train_key = {k: v for k, v in dataclasses.asdict(tcfg).items() if not (k in train_omit and v == train_omit[k])}
+        config = {"model": spec.model, "config": model_key, "train": train_key}
         config["train"].pop("progress", None)
         # the precision actually used, not the request; `bf16: true` once meant float32 on a CPU, so a bf16
         # run gets a key that no stage written then can have
@@ -374,7 +376,7 @@ def _vs(ranks: np.ndarray, base_ranks: np.ndarray) -> dict:
 
 
 # TrainConfig fields that only configure the CF signal: a TCA row and its NTP baseline may differ in these.
-TCA_SETTINGS = ("loss", "alpha", "cf_temperature", "cf_top_k")
+TCA_SETTINGS = ("loss", "alpha", "cf_temperature", "cf_top_k", "cf_exclude_history")
 
 
 def baseline_of(recipe: Recipe, spec: ModelSpec) -> str | None:

@@ -18,6 +18,7 @@ from semrec.tca.tokenizer import (
     SparseTokenDistribution,
     allowed_along,
     collaborative_token_distribution,
+    exclude_history,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "allowed_along",
     "aux_kl_loss",
     "collaborative_token_distribution",
+    "exclude_history",
     "label_smoothing_loss",
     "msl_mask_logits",
     "ntp_loss",

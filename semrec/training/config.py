@@ -14,9 +14,11 @@ class TrainConfig:
     as T5 and TIGER were trained); both with `weight_decay` on matrices only and the warmup-cosine schedule.
     loss: "ntp" (cross-entropy), "tca" (Soft-NTP with the Collaborative Tokenizer: alpha, cf_temperature),
     "aux_kl" (NTP + aux_lambda * KL(CF || model) per step), "label_smoothing" (smoothing).
-    tau: softmax temperature of the model's logits in the loss; msl: mask logits to the trie-allowed
-    next tokens (MSL; the authors use tau 4.5 with it). Validation each `valid_every` epochs with beam
-    search; early stopping on `monitor` (higher is better) after `patience` epochs without improvement.
+    cf_exclude_history: the teacher's logits of the row's history items are set to -inf before they
+    become soft labels. tau: softmax temperature of the model's logits in the loss; msl: mask logits to the
+    trie-allowed next tokens (MSL; the authors use tau 4.5 with it). Validation each `valid_every` epochs
+    with beam search; early stopping on `monitor` (higher is better) after `patience` epochs without
+    improvement.
     """
 
     epochs: int = 20
@@ -38,6 +40,7 @@ class TrainConfig:
     msl: bool = False
     cf_temperature: float = 1.0
     cf_top_k: int | None = None
+    cf_exclude_history: bool = False  # the teacher scores none of the row's history items (repeat-heavy teachers)
     train_eos: bool = True  # False: the target's EOS position is not trained (the authors' title models)
     seed: int = 0
     device: str = "auto"
@@ -50,6 +53,9 @@ class TrainConfig:
     valid_max_rows: int | None = None
     log_every: int = 50
     progress: bool = True
+
+    # options added after stages were cached: left out of a model stage's key while at these defaults
+    stage_key_omits = {"cf_exclude_history": False}
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "valid_every", "num_beams", "eval_batch_size", "log_every")

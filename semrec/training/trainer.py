@@ -30,7 +30,7 @@ from semrec.errors import SemrecError
 from semrec.artifacts import read_json
 from semrec.data.examples import ExampleTable
 from semrec.evaluation import evaluate
-from semrec.tca import CollaborativeTokenizer
+from semrec.tca import CollaborativeTokenizer, exclude_history
 from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
 from semrec.training.loop import EpochSummary, LoopConfig, StepLoss, TrainingLoop, TrainingTask
 from semrec.training.losses import token_loss, uses_teacher
@@ -150,6 +150,8 @@ class GenerativeTask(TrainingTask):
         rows, empty = distributed.local_rows(rows)  # this rank's slice of the global batch
         batch = self.model.collate(self.train, rows, train_eos=cfg.train_eos).to(self.device)
         item_logits = self.teacher_logits(batch) if self.teacher_logits is not None else None
+        if item_logits is not None and cfg.cf_exclude_history:
+            item_logits = exclude_history(item_logits, batch.histories)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = net(batch)
         # a model may add a loss of its own from the same pass (decoder-only `item_loss: every`)
@@ -172,6 +174,8 @@ class GenerativeTask(TrainingTask):
     def check_resumable(self, stored: dict, ckpt: Path) -> None:
         """The training config may differ only in RESUMABLE_CHANGES; the model and its item tokenization not."""
         now = config_to_dict(self.cfg)
+        # a checkpoint written before an option existed ran with that option's default
+        stored = {**TrainConfig.stage_key_omits, **stored}
         diff = [k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k]]
         if diff:
             raise SemrecError(f"{ckpt.parents[1]}: cannot resume, the training config changed in "

@@ -182,6 +182,32 @@ def test_an_option_at_its_neutral_value_keeps_the_cached_stage(tiny):
     assert "item_embeddings" not in config and "edge_head" not in config and config["item_positions"]
 
 
+def test_a_training_option_at_its_neutral_value_keeps_the_cached_stage(tiny):
+    """The same for TrainConfig's `stage_key_omits`; a TCA row with such an option is still paired with its
+    NTP row."""
+    from semrec.pipeline.run import baseline_of
+    from semrec.training import TrainConfig
+
+    def model_stages(extra: dict) -> set[str]:
+        recipe = load_recipe(tiny / "recipe.yaml")
+        recipe.models = [recipe.models[1]]
+        recipe.models[0].sweep = {"alpha": [0.1]}
+        recipe.models[0].train = {**recipe.models[0].train, **extra}
+        logs = []
+        run_recipe(recipe, tiny / "run_omit_train", log=logs.append, progress=False)
+        return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
+
+    assert TrainConfig.stage_key_omits == {"cf_exclude_history": False}
+    base = model_stages({})
+    assert model_stages({"cf_exclude_history": False}) == base
+    assert model_stages({"cf_exclude_history": True}).isdisjoint(base)
+    key = json.loads((tiny / "run_omit_train" / "stages" / next(iter(base)).split("/")[-1] / "stage.json").read_text())
+    assert "cf_exclude_history" not in key["config"]["train"] and key["config"]["train"]["loss"] == "tca"
+    recipe = load_recipe(tiny / "recipe.yaml")
+    recipe.models[1].train = {**recipe.models[1].train, "cf_exclude_history": True}
+    assert baseline_of(recipe, recipe.models[1]) == "T"
+
+
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
     bad["trian"] = {}

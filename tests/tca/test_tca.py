@@ -17,6 +17,7 @@ from semrec.tca import (
     allowed_along,
     aux_kl_loss,
     collaborative_token_distribution,
+    exclude_history,
     label_smoothing_loss,
     msl_mask_logits,
     ntp_loss,
@@ -162,6 +163,41 @@ def test_ct_extreme_logits_and_masked_items():
     torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
     fun = collaborative_token_distribution(logits, tokens, targets, vocab_size=vocab, pad_id=pad)
     torch.testing.assert_close(fun, ref, atol=1e-12, rtol=0)
+
+
+def test_exclude_history_masks_exactly_the_history_items():
+    """Against a plain loop: -inf on each row's history items, padding (-1) masks nothing (not item 0),
+    item 0 in a padded row is masked; the CT then gives no mass to a first token only history items reach."""
+    tokens, vocab, pad, logits, targets = make_case("semantic_ids", seed=4)
+    b, n = logits.shape
+    t0 = tokens[0, 0]
+    under_t0 = torch.nonzero(tokens[:, 0] == t0).flatten()  # every item whose first token is t0
+    g = torch.Generator().manual_seed(4)
+    hist = torch.randint(0, n, (b, 5 + len(under_t0)), generator=g)
+    hist[0] = -1
+    hist[0, : len(under_t0)] = under_t0
+    hist[1, :3] = -1
+    hist[2] = -1
+    hist[2, -3:] = torch.tensor([0, 0, 3])
+    hist[3] = -1
+    before = logits.clone()
+    got = exclude_history(logits, hist)
+    ref = logits.clone()
+    for r in range(b):
+        for i in hist[r].tolist():
+            if i >= 0:
+                ref[r, i] = -math.inf
+    assert torch.equal(got, ref) and torch.equal(got[3], logits[3]) and got[2, 0] == -math.inf
+    assert torch.equal(logits, before)  # the input is left as it was
+    dist = CollaborativeTokenizer(PrefixIndex(tokens, pad, vocab))(got, targets)
+    torch.testing.assert_close(dist, naive_ct(got, tokens, targets, vocab, pad), atol=1e-12, rtol=0)
+    live = targets[:, 0] != pad
+    torch.testing.assert_close(dist[live, 0].sum(-1), torch.ones(int(live.sum()), dtype=dist.dtype))
+    assert live[0] and dist[0, 0, t0] == 0 and dist[1, 0, t0] > 0
+    with pytest.raises(SemrecError, match="histories: expected"):
+        exclude_history(logits, hist[:2])
+    with pytest.raises(SemrecError, match="outside"):
+        exclude_history(logits, torch.full((b, 1), n))
 
 
 def test_ct_chunked_and_float32(monkeypatch):

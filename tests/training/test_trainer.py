@@ -192,3 +192,35 @@ def test_configuration_errors_are_one_line():
         Trainer(model, TrainConfig(epochs=1, **FAST, monitor="hr@99"), TRAIN, valid=VALID).fit()
     with pytest.raises(ValueError, match="alpha"):
         TrainConfig(alpha=2.0)
+
+
+def test_cf_exclude_history_gives_the_loss_no_teacher_score_on_history_items(monkeypatch):
+    """With the option the loss sees the teacher's scores with -inf exactly at each row's history items
+    (every item the trainer keeps for the model or the teacher); without it the scores themselves."""
+    real, seen = trainer_mod.token_loss, []
+
+    def capture(cfg, logits, labels, targets, *, item_logits=None, **kw):
+        seen.append(item_logits.clone())
+        return real(cfg, logits, labels, targets, item_logits=item_logits, **kw)
+
+    monkeypatch.setattr(trainer_mod, "token_loss", capture)
+    t = teacher().eval()
+    table = ExampleTable.from_examples(TRAIN, max(TIGER_TINY["max_history"], t.max_len))
+    with torch.no_grad():
+        full = t.item_logits(table.histories).float()
+    runs = {}
+    for exclude in (False, True):
+        seen.clear()
+        model = build_model("tiger", TOK, TIGER_TINY, seed=0)
+        cfg = TrainConfig(epochs=1, **dict(FAST, batch_size=96), loss="tca", alpha=0.5, cf_exclude_history=exclude)
+        Trainer(model, cfg, TRAIN, teacher=t).fit()
+        (runs[exclude],) = seen  # one batch of all 96 rows, shuffled the same way in both runs
+    # which table row each batch row is: the plain run's scores are the teacher's on that row's history
+    order = [int(torch.nonzero(torch.isclose(full, row[None]).all(1)).flatten()[0]) for row in runs[False]]
+    torch.testing.assert_close(runs[False], full[order])
+    ref = full[order].clone()
+    for b, r in enumerate(order):
+        for i in table.histories[r].tolist():
+            if i >= 0:
+                ref[b, i] = float("-inf")
+    assert torch.equal(runs[True], ref) and bool(ref.isinf().any())
