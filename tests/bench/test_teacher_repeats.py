@@ -1,0 +1,69 @@
+"""benchmarks/teacher_repeats.py: the figures against plain per-row references, the table and its errors."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.generative import examples
+
+from semrec.cf import SASRec, SASRecConfig, evaluate_teacher
+from semrec.data.dataset import Examples
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import teacher_repeats as tr  # noqa: E402  (a script of benchmarks/, not a package)
+
+torch.set_num_threads(1)
+N = 30
+
+
+def _teacher():
+    torch.manual_seed(0)
+    return SASRec(N, SASRecConfig(hidden=16, layers=1, heads=1, ffn=32, max_len=4)).eval()
+
+
+def _examples():
+    ex = examples(50, N, seed=3, max_len=7)
+    # repeats: some targets are the last history item, some an earlier one
+    hists = [list(h) for h in ex.histories()]
+    targets = [h[-1] if i % 5 == 0 else (h[0] if i % 7 == 0 else t) for i, (h, t) in enumerate(zip(hists, ex.targets))]
+    return Examples.from_lists(ex.users, hists, targets)
+
+
+def test_figures_match_a_plain_loop_over_rows():
+    t, ex = _teacher(), _examples()
+    got = tr.split_figures(t, ex)
+    top1_last = mass = in_hist = is_last = 0.0
+    for h, target in zip(ex.histories(), ex.targets):
+        read = [int(i) for i in h[-t.max_len:]]  # the items the teacher reads
+        with torch.no_grad():
+            logits = t.item_logits(torch.tensor([read]))[0].float()
+        p = torch.softmax(logits, 0)
+        top1_last += int(logits.argmax()) == read[-1]
+        mass += float(p[sorted(set(read))].sum())
+        in_hist += int(target) in set(h.tolist())
+        is_last += int(target) == int(h[-1])
+    n = len(ex)
+    assert got["top1_is_last"] == pytest.approx(top1_last / n)
+    assert got["mass_on_history"] == pytest.approx(mass / n, rel=1e-5)
+    assert got["target_in_history"] == pytest.approx(in_hist / n) and got["target_is_last"] == pytest.approx(is_last / n)
+    assert 0 < got["target_is_last"] <= got["target_in_history"]
+    kept, removed = evaluate_teacher(t, ex, ks=(10,)), evaluate_teacher(t, ex, ks=(10,), exclude_history=True)
+    assert got["hr@10"] == kept["hr@10"] and got["ndcg@10_history_removed"] == removed["ndcg@10"]
+
+
+def test_table_lists_every_split_with_mean_and_std():
+    fig = {f: {"mean": 0.25, "std": 0.01} for f in tr.FIGURES}
+    meta = {"commit": "c", "machine": "m", "seeds": [0, 1],
+            "datasets": [{"dataset": "office-t", "results": "benchmarks/results/x.json",
+                          "splits": {"train": {"rows": 100, **fig}, "test": {"rows": 10, **fig}}}]}
+    md = tr.markdown(meta)
+    assert "| train | 100 | " + " | ".join(["0.250 ± 0.010"] * len(tr.FIGURES)) + " |" in md
+    assert "| test | 10 |" in md and "--run RUN_DIR x --seeds 0 1" in md
+
+
+def test_a_missing_run_is_one_line_and_exit_2(capsys, tmp_path):
+    assert tr.main(["--run", str(tmp_path / "absent"), "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such run directory" in err[0]
