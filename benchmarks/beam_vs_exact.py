@@ -153,8 +153,13 @@ def record(meta: dict, facts: dict, entry: dict, out_name: str, markdown) -> Non
     if facts not in meta["runs"]:
         meta["runs"].append(facts)
     meta["entries"].append({"dataset": facts["dataset"], **entry})
-    write_json(RESULTS / f"{out_name}.json", meta)
-    with atomic_file(RESULTS / f"{out_name}.md") as f:
+    write_report(meta, RESULTS / out_name, markdown)
+
+
+def write_report(meta: dict, stem: Path, markdown) -> None:
+    """Write `stem`.json from `meta` and `stem`.md from `markdown(meta)`, each atomically."""
+    write_json(stem.with_name(stem.name + ".json"), meta)
+    with atomic_file(stem.with_name(stem.name + ".md")) as f:
         f.write(markdown(meta))
 
 

@@ -29,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-from beam_vs_exact import RESULTS, add_run_argument, produced_by
+from beam_vs_exact import RESULTS, add_run_argument, produced_by, write_report
 from tca_gain import mean_std
-from semrec.artifacts import atomic_file, read_json, write_json
+from semrec.artifacts import read_json
 from semrec.cf import CFTeacher, target_in_history_rate, teacher_ranks
 from semrec.cf.base import check_logits, teacher_name
 from semrec.data import resolve_dataset
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except SemrecError as e:
         print(f"teacher_repeats: error: {e}", file=sys.stderr)
         return 2
-    write_json(RESULTS / f"{args.out_name}.json", meta)
-    with atomic_file(RESULTS / f"{args.out_name}.md") as f:
-        f.write(markdown(meta))
+    write_report(meta, RESULTS / args.out_name, markdown)
     return 0
 
 

@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from beam_vs_exact import RESULTS, add_run_argument, produced_by
+from beam_vs_exact import RESULTS, add_run_argument, produced_by, write_report
 from tca_gain import mean_std
-from semrec.artifacts import atomic_file, read_json, write_json
+from semrec.artifacts import read_json
 from semrec.errors import SemrecError
 from semrec.pipeline.results import RunDirectory
 from semrec.report import save_png
@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except SemrecError as e:
         print(f"training_curves: error: {e}", file=sys.stderr)
         return 2
-    write_json(RESULTS / f"{args.out_name}.json", meta)
-    with atomic_file(RESULTS / f"{args.out_name}.md") as f:
-        f.write(markdown(meta))
+    write_report(meta, RESULTS / args.out_name, markdown)
     plot(meta, RESULTS / f"{args.out_name}.png")
     for r in summary(meta["entries"]):
         last = r["curve"][-1]
