@@ -141,8 +141,10 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
 
         covs = f"{f(cov['base_mean'], cov['base_std'])} | {f(cov['tca_mean'], cov['tca_std'])}" if cov else "- | -"
 
+        # a TCA row named other than "<NTP row>+TCA" (several TCA variants of one NTP row) is named beside it
+        model = e["base"] if e["tca"] == f"{e['base']}+TCA" else f"{e['base']} vs {e['tca']}"
         lines.append(
-            f"| {e['dataset']} | {e['base']} | {e['tokenizer']} | {len(e['seeds'])} | "
+            f"| {e['dataset']} | {model} | {e['tokenizer']} | {len(e['seeds'])} | "
             f"{', '.join(f'{a:g}' for a in e['alpha'])}{'' if e['alpha_chosen_on_valid'] else ' (fixed)'} | "
             f"{f(n['base_mean'], n['base_std'])} | "
             f"{f(n['tca_mean'], n['tca_std'])} | {n['gain']:+.4f} | "

@@ -65,3 +65,10 @@ def test_alpha_is_marked_fixed_unless_every_seed_chose_it_on_valid():
             r["selected_on_valid"] = {"alpha": 0.2, "ndcg@10": 0.05}
     (chosen,) = tca_gain.pairs(res)
     assert "| 0.2, 0.2 |" in tca_gain.markdown([chosen], [], ["r"])
+
+
+def test_a_tca_variant_is_named_beside_its_ntp_row():
+    res = _result([0.010, 0.012, 0.014], [0.020, 0.021, 0.022])
+    res["rows"] += [{**r, "name": "TIGER+TCA history excluded"} for r in res["rows"] if r["name"] == "TIGER+TCA"]
+    md = tca_gain.markdown(tca_gain.pairs(res), [], ["r"])
+    assert "| office-t | TIGER | rqkmeans |" in md and "| office-t | TIGER vs TIGER+TCA history excluded |" in md
