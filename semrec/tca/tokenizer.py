@@ -126,7 +126,7 @@ def exclude_history(item_logits: torch.Tensor, histories: torch.Tensor) -> torch
     """A copy of item_logits (B, N) with each row's history items (B, H) long, -1 = padding, set to -inf.
 
     A teacher trained on repeat-heavy sequences may spend most of its mass on the last item read (SASRec
-    on Office: its top item is the row's last history item on 86% of train rows, while 2-9% of targets
+    on Office: its top item is the row's last history item on 86% of train rows, while 3-10% of targets
     are repeats); without them the soft labels carry its ranking of the items the user has not seen.
     """
     if histories.dim() != 2 or histories.shape[0] != item_logits.shape[0]:
