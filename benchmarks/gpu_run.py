@@ -483,6 +483,17 @@ def write_report(res: dict, out: Path) -> None:
         f.write("\n".join(lines))
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as run, with a path outside the repository written as DIR (results name no machine's paths)."""
+    words = []
+    for a in argv:
+        p = Path(a)
+        if p.is_absolute() and not p.resolve().is_relative_to(REPO):
+            a = "DIR"
+        words.append(a)
+    return " ".join(["bash scripts/gpu_run.sh", *words])
+
+
 def run(args) -> dict:
     sizes = TINY if args.tiny else FULL
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -493,7 +504,7 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     res = {"meta": {"machine": describe_machine(device), "commit": git_commit(), "tiny": args.tiny,
                     "budget_s": args.budget_s, "compile": args.compile, "artifacts": str(args.artifacts.name),
-                    "seed": 0, "command": "bash scripts/gpu_run.sh " + " ".join(sys.argv[1:])},
+                    "seed": 0, "command": command_line(sys.argv[1:])},
            "stages": {}}
     only = set(args.stages.split(",")) if args.stages else None
     ctx = {"device": device, "sizes": sizes, "tiny": args.tiny, "compile": args.compile, "codes": codes,

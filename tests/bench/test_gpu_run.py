@@ -37,6 +37,9 @@ def test_tiny_run_writes_every_stage(tmp_path):
     assert llm["train_rows_per_s"] > 0 and llm["eval_rows_per_s"] > 0 and llm["invalid_rate"] == 0.0
     md = (tmp_path / "gpu_run.md").read_text()
     assert all(f"## {s}: ok" in md for s in STAGES)
+    # the results name no path of the machine that made them
+    assert res["meta"]["command"] == "bash scripts/gpu_run.sh --tiny --budget-s 1200 --out DIR"
+    assert str(tmp_path) not in md
 
 
 def test_missing_artifacts_is_one_line_exit_2(tmp_path):
