@@ -11,6 +11,11 @@ datasets the published SASRec and TIGER rows.
     python benchmarks/tca_gain.py office_tiger_tca_cpu office_decoder_tca_cpu toys_tiger_tca_cpu ... \
         --out-name tca_gain_cpu
 
+A TCA variant run on its own, beside a committed run whose NTP model it did not train again, is paired with
+that run's NTP row by name (same data, model, IDs and loss apart from TCA; the seeds both have):
+
+    python benchmarks/tca_gain.py --pair 'toys_x:TIGER+TCA history excluded=toys_tiger_tca_msl_long_cpu:TIGER'
+
 Nothing is recomputed: the numbers are those of the results files named, which say how they were made.
 """
 
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,36 +42,76 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def pairs(result: dict) -> list[dict]:
-    """NTP/TCA pairs of one recipe result (each TCA test row and its recorded `baseline` row): per pair the
-    per-seed test metrics of both and the gain summary."""
-    by_name: dict[str, dict] = defaultdict(dict)  # name -> seed -> ResultRow
+def test_rows(result: dict) -> dict[str, dict]:
+    """name -> seed -> ResultRow of a results file's test rows (a valid row of the same name and seed must not
+    stand in for one)."""
+    by_name: dict[str, dict] = defaultdict(dict)
     for r in rows_of(result, result.get("recipe", "results")):
-        if r.split == "test":  # a valid row of the same name and seed must not stand in for it
+        if r.split == "test":
             by_name[r.name][r.seed] = r
+    return by_name
+
+
+def pair_entry(dataset: str, recipe: str, base: str, base_rows: dict, tca: str, rows: dict) -> dict:
+    """One NTP/TCA pair over the seeds both have (seed -> ResultRow each): per-seed test metrics of both, the
+    gain summary and whether the mean NDCG@10 gain exceeds the larger seed std."""
+    seeds = sorted(set(rows) & set(base_rows))
+    entry = {"dataset": dataset, "recipe": recipe, "base": base, "tca": tca,
+             "tokenizer": rows[seeds[0]].tokenizer, "seeds": seeds,
+             "alpha": [rows[s].alpha for s in seeds],
+             "alpha_chosen_on_valid": all("alpha" in (rows[s].selected_on_valid or {}) for s in seeds)}
+    for m in METRICS:
+        if any(m not in base_rows[s].metrics for s in seeds):  # results written before the diagnostics
+            continue
+        b = [float(base_rows[s].metrics[m]) for s in seeds]
+        t = [float(rows[s].metrics[m]) for s in seeds]
+        (bm, bs), (tm, ts) = mean_std(b), mean_std(t)
+        entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
+                    "seed_gains": [y - x for x, y in zip(b, t)]}
+    g = entry["ndcg@10"]
+    # with one seed there is no std to beat: the bar cannot be judged
+    entry["gain_exceeds_std"] = g["gain"] > max(g["base_std"], g["tca_std"]) if len(seeds) > 1 else None
+    return entry
+
+
+def pairs(result: dict) -> list[dict]:
+    """NTP/TCA pairs of one recipe result: each TCA test row and its recorded `baseline` row."""
+    by_name = test_rows(result)
     out = []
     for name, rows in by_name.items():
         base = next(iter(rows.values())).baseline
-        if base not in by_name:
-            continue
-        seeds = sorted(set(rows) & set(by_name[base]))
-        entry = {"dataset": result["dataset"], "recipe": result["recipe"], "base": base, "tca": name,
-                 "tokenizer": rows[seeds[0]].tokenizer, "seeds": seeds,
-                 "alpha": [rows[s].alpha for s in seeds],
-                 "alpha_chosen_on_valid": all("alpha" in (rows[s].selected_on_valid or {}) for s in seeds)}
-        for m in METRICS:
-            if any(m not in by_name[base][s].metrics for s in seeds):  # results written before the diagnostics
-                continue
-            b = [float(by_name[base][s].metrics[m]) for s in seeds]
-            t = [float(rows[s].metrics[m]) for s in seeds]
-            (bm, bs), (tm, ts) = mean_std(b), mean_std(t)
-            entry[m] = {"base_mean": bm, "base_std": bs, "tca_mean": tm, "tca_std": ts, "gain": tm - bm,
-                        "seed_gains": [y - x for x, y in zip(b, t)]}
-        g = entry["ndcg@10"]
-        # with one seed there is no std to beat: the bar cannot be judged
-        entry["gain_exceeds_std"] = g["gain"] > max(g["base_std"], g["tca_std"]) if len(seeds) > 1 else None
-        out.append(entry)
+        if base in by_name:
+            out.append(pair_entry(result["dataset"], result["recipe"], base, by_name[base], name, rows))
     return out
+
+
+def cross_pair(tca_result: dict, tca: str, base_result: dict, base: str) -> dict:
+    """A TCA row of one results file against an NTP row of another: a TCA variant run on its own beside a
+    committed run whose NTP model it did not retrain. Both must be on the same data (the files' recorded
+    fingerprint), model, IDs and loss apart from TCA, with seeds in common; the TCA row must record no other
+    baseline. Raises ValueError naming what differs."""
+    where = f"{tca_result['recipe']}:{tca} against {base_result['recipe']}:{base}"
+    t_rows, b_rows = test_rows(tca_result).get(tca), test_rows(base_result).get(base)
+    if not t_rows or not b_rows:
+        missing = f"{tca_result['recipe']}:{tca}" if not t_rows else f"{base_result['recipe']}:{base}"
+        raise ValueError(f"--pair {where}: no test rows named {missing}")
+    t0, b0 = next(iter(t_rows.values())), next(iter(b_rows.values()))
+    checks = {"dataset": (tca_result["dataset"], base_result["dataset"]),
+              "data": (tca_result.get("data"), base_result.get("data")),
+              "model": (t0.model, b0.model), "IDs": (t0.tokenizer, b0.tokenizer),
+              "loss apart from TCA": (t0.loss.replace("tca", "ntp", 1), b0.loss)}
+    for what, (x, y) in checks.items():
+        if x != y:
+            raise ValueError(f"--pair {where}: {what} differs ({x} vs {y})")
+    if not t0.uses_tca or b0.uses_tca:
+        raise ValueError(f"--pair {where}: the first row must use TCA and the second not")
+    if t0.baseline not in (None, base):
+        raise ValueError(f"--pair {where}: the TCA row records its own baseline {t0.baseline!r}")
+    if not set(t_rows) & set(b_rows):
+        raise ValueError(f"--pair {where}: no seed in common")
+    entry = pair_entry(tca_result["dataset"], tca_result["recipe"], base, b_rows, tca, t_rows)
+    entry["base_recipe"] = base_result["recipe"]
+    return entry
 
 
 def most_popular(results: list[dict]) -> list[dict]:
@@ -143,6 +190,8 @@ def markdown(entries: list[dict], teacher_rows: list[dict], names: list[str]) ->
 
         # a TCA row named other than "<NTP row>+TCA" (several TCA variants of one NTP row) is named beside it
         model = e["base"] if e["tca"] == f"{e['base']}+TCA" else f"{e['base']} vs {e['tca']}"
+        if "base_recipe" in e:  # a pair across results files
+            model = f"{e['base']} (`{e['base_recipe']}`) vs {e['tca']} (`{e['recipe']}`)"
         lines.append(
             f"| {e['dataset']} | {model} | {e['tokenizer']} | {len(e['seeds'])} | "
             f"{', '.join(f'{a:g}' for a in e['alpha'])}{'' if e['alpha_chosen_on_valid'] else ' (fixed)'} | "
@@ -177,34 +226,61 @@ def write_report(names: list[str], out: Path) -> None:
         build_report(dirs, out)
 
 
-def main() -> None:
+def parse_pair(spec: str) -> tuple[str, str, str, str]:
+    """'RESULT:TCA ROW=RESULT:NTP ROW' -> (tca result, tca row, ntp result, ntp row)."""
+    sides = spec.split("=")
+    parts = [side.split(":", 1) for side in sides]
+    if len(sides) != 2 or any(len(x) != 2 or not all(x) for x in parts):
+        raise ValueError(f"--pair {spec!r}: write RESULT:TCA ROW=RESULT:NTP ROW")
+    (tr, tn), (br, bn) = parts
+    return tr, tn, br, bn
+
+
+def load_result(name: str) -> dict:
+    p = RESULTS / f"{name}.json"
+    if not p.exists():
+        raise ValueError(f"{p.name} not found under benchmarks/results")
+    return json.loads(p.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="+", help="results names under benchmarks/results (without .json)")
+    ap.add_argument("names", nargs="*", help="results names under benchmarks/results (without .json)")
+    ap.add_argument("--pair", action="append", default=[], metavar="RESULT:TCA ROW=RESULT:NTP ROW",
+                    help="also pair a TCA row of one results file with an NTP row of another (a TCA variant "
+                         "run on its own beside the committed run of its NTP model)")
     ap.add_argument("--out-name", default="tca_gain", help="results file stem (letters, digits, _ and -)")
     ap.add_argument("--report", action="store_true",
                     help="also a `semrec report` of the named results (tables, alpha-sweep plot) in "
                          "benchmarks/results/<out-name>_report/")
-    args = ap.parse_args()
-    if not args.out_name.replace("_", "").replace("-", "").isalnum():
-        raise SystemExit(f"error: --out-name {args.out_name!r}: use letters, digits, _ and - only")
-    results = []
-    for n in args.names:
-        p = RESULTS / f"{n}.json"
-        if not p.exists():
-            raise SystemExit(f"error: {p.name} not found under benchmarks/results")
-        results.append(json.loads(p.read_text()))
-    entries = [e for res in results for e in pairs(res)]
+    args = ap.parse_args(argv)
+    try:
+        if not args.out_name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"--out-name {args.out_name!r}: use letters, digits, _ and - only")
+        if not args.names and not args.pair:
+            raise ValueError("name at least one results file or --pair")
+        specs = [parse_pair(p) for p in args.pair]
+        names = list(dict.fromkeys([*args.names, *(n for s in specs for n in (s[0], s[2]))]))
+        loaded = {n: load_result(n) for n in names}
+        entries = [e for n in args.names for e in pairs(loaded[n])]
+        entries += [cross_pair(loaded[tr], tn, loaded[br], bn) for tr, tn, br, bn in specs]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = list(loaded.values())
     teacher_rows = teachers(results)
     (RESULTS / f"{args.out_name}.json").write_text(json.dumps(
-        {"benchmark": "tca_gain", "sources": args.names, "pairs": entries, "teachers": teacher_rows}, indent=1))
-    md = markdown(entries, teacher_rows, args.names)
-    cmd = "python benchmarks/tca_gain.py " + " ".join(args.names) + f" --out-name {args.out_name}"
+        {"benchmark": "tca_gain", "sources": names, "pairs": entries, "teachers": teacher_rows}, indent=1))
+    md = markdown(entries, teacher_rows, names)
+    cmd = " ".join(["python benchmarks/tca_gain.py", *args.names, *(f"--pair {shlex.quote(p)}" for p in args.pair),
+                    f"--out-name {args.out_name}"])
     if args.report:
         cmd += " --report"
-        write_report(args.names, RESULTS / f"{args.out_name}_report")
+        write_report(names, RESULTS / f"{args.out_name}_report")
     (RESULTS / f"{args.out_name}.md").write_text(md + f"\nProduced by `{cmd}`.\n")
     print(md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

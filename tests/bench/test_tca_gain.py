@@ -72,3 +72,50 @@ def test_a_tca_variant_is_named_beside_its_ntp_row():
     res["rows"] += [{**r, "name": "TIGER+TCA history excluded"} for r in res["rows"] if r["name"] == "TIGER+TCA"]
     md = tca_gain.markdown(tca_gain.pairs(res), [], ["r"])
     assert "| office-t | TIGER | rqkmeans |" in md and "| office-t | TIGER vs TIGER+TCA history excluded |" in md
+
+
+def _alone(name: str, vals: list[float], **over) -> dict:
+    """A results file holding one TCA variant, run without its NTP model."""
+    rows = [{"name": name, "model": "tiger", "loss": "tca", "seed": s, "tokenizer": "rqkmeans", "alpha": 0.5,
+             "ndcg@10": v, "hr@10": 2 * v, "cc": 0.1, "baseline": None} for s, v in enumerate(vals)]
+    return {"dataset": "office-t", "recipe": "alone", "rows": rows, **over}
+
+
+def test_a_pair_across_files_equals_the_pair_within_one():
+    res = _result([0.010, 0.012, 0.014], [0.020, 0.021, 0.022])
+    (inside,) = tca_gain.pairs(res)
+    across = tca_gain.cross_pair(_alone("TIGER+TCA", [0.020, 0.021, 0.022]), "TIGER+TCA", res, "TIGER")
+    for m in ("ndcg@10", "hr@10", "cc"):
+        assert across[m] == inside[m]  # the same numbers, computed the same way
+    assert across["gain_exceeds_std"] is True and across["base_recipe"] == "r" and across["recipe"] == "alone"
+    md = tca_gain.markdown([across], [], ["alone", "r"])
+    assert "| office-t | TIGER (`r`) vs TIGER+TCA (`alone`) |" in md
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"dataset": "toys-t"}, "dataset differs"),
+    ({"data": "other-fingerprint"}, "data differs"),
+    ({"model": "decoder"}, "model differs"),
+    ({"tokenizer": "pq"}, "IDs differs"),
+    ({"loss": "tca+msl"}, "loss apart from TCA differs"),
+    ({"baseline": "TIGER 6 passes"}, "records its own baseline"),
+    ({"seed": 7}, "no seed in common"),
+])
+def test_a_pair_across_files_refuses_rows_that_are_not_twins(change, words):
+    base = _result([0.010, 0.012], [0.020, 0.021])
+    alone = _alone("TIGER+TCA x", [0.020])
+    if {"dataset", "data"} & set(change):
+        alone.update(change)
+    else:
+        alone["rows"][0].update(change)
+    with pytest.raises(ValueError, match=words):
+        tca_gain.cross_pair(alone, "TIGER+TCA x", base, "TIGER")
+
+
+def test_bad_pair_argument_is_one_line_exit_2(capsys):
+    assert tca_gain.main(["--pair", "no-row-named", "--out-name", "never_written"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RESULT:TCA ROW=RESULT:NTP ROW" in err[0]
+    assert tca_gain.main(["--pair", "no_such_file:A=baselines:B", "--out-name", "never_written"]) == 2
+    assert "no_such_file.json not found" in capsys.readouterr().err
+    assert not (tca_gain.RESULTS / "never_written.json").exists()
