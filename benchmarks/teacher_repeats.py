@@ -38,6 +38,7 @@ from semrec.data import resolve_dataset
 from semrec.data.dataset import Examples
 from semrec.data.examples import training_examples
 from semrec.errors import SemrecError
+from semrec.itemtok.artifact import ItemTokenization
 from semrec.metrics import rank_metrics
 from semrec.pipeline.results import RunDirectory
 from semrec.pipeline.run import dataset_fingerprint
@@ -45,11 +46,15 @@ from semrec.runtime import describe_machine, git_commit
 from semrec.tca import exclude_history
 
 FIGURES = ("target_in_history", "target_is_last", "top1_is_last", "mass_on_history",
-           "hr@10", "ndcg@10", "hr@10_history_removed", "ndcg@10_history_removed")
+           "hr@10", "ndcg@10", "hr@10_history_removed", "ndcg@10_history_removed",
+           "last_shares_first_code", "first_code_mass", "first_code_mass_history_removed")
 LABELS = {"target_in_history": "target in history", "target_is_last": "target = last item",
           "top1_is_last": "teacher top-1 = last item", "mass_on_history": "teacher mass on history",
           "hr@10": "HR@10", "ndcg@10": "NDCG@10", "hr@10_history_removed": "HR@10, history removed",
-          "ndcg@10_history_removed": "NDCG@10, history removed"}
+          "ndcg@10_history_removed": "NDCG@10, history removed",
+          "last_shares_first_code": "last item shares the target's first code",
+          "first_code_mass": "CT mass on the target's first code",
+          "first_code_mass_history_removed": "CT mass on it, history removed"}
 
 
 @torch.no_grad()
@@ -67,7 +72,33 @@ def history_figures(teacher: CFTeacher, examples: Examples, *, batch_size: int =
     return {"top1_is_last": top1_last / len(examples), "mass_on_history": mass / len(examples)}
 
 
-def split_figures(teacher: CFTeacher, examples: Examples) -> dict[str, float]:
+@torch.no_grad()
+def first_code_figures(teacher: CFTeacher, examples: Examples, first_code: torch.Tensor, *,
+                       batch_size: int = 2048) -> dict[str, float]:
+    """What TCA hands the student at the first code. first_code (N,) long: each item's first token.
+
+    The Collaborative Tokenizer's first-position probability of the target's first token is the teacher's
+    softmax mass (temperature 1) on the items that share it; it is given with the history kept and with it
+    removed (`cf_exclude_history`). Beside them, the share of rows whose last history item shares the
+    target's first code: what the teacher's mass on the last item tells the student about the target."""
+    hist = torch.from_numpy(examples.padded_histories(teacher.history_len(), pad=-1, side="left"))
+    targets = torch.as_tensor(examples.targets, dtype=torch.long)
+    width = int(first_code.max()) + 1
+    mass = {"first_code_mass": 0.0, "first_code_mass_history_removed": 0.0}
+    for lo in range(0, len(examples), batch_size):
+        h, t = hist[lo:lo + batch_size], targets[lo:lo + batch_size]
+        logits = check_logits(teacher.item_logits(h).float(), teacher_name(teacher))
+        for name, scores in zip(mass, (logits, exclude_history(logits, h))):
+            per_code = torch.zeros(len(h), width).scatter_add_(1, first_code.expand(len(h), -1),
+                                                               torch.softmax(scores, 1))
+            mass[name] += float(per_code.gather(1, first_code[t][:, None]).sum())
+    last = hist[:, -1]
+    shares = (last >= 0) & (first_code[last.clamp_min(0)] == first_code[targets])
+    return {"last_shares_first_code": float(shares.float().mean()),
+            **{name: m / len(examples) for name, m in mass.items()}}
+
+
+def split_figures(teacher: CFTeacher, examples: Examples, first_code: torch.Tensor) -> dict[str, float]:
     last = np.array([h[-1] if len(h) else -1 for h in examples.histories()])
     kept = rank_metrics(teacher_ranks(teacher, examples), (10,))
     removed = rank_metrics(teacher_ranks(teacher, examples, exclude_history=True), (10,))
@@ -75,7 +106,16 @@ def split_figures(teacher: CFTeacher, examples: Examples) -> dict[str, float]:
             "target_is_last": float(np.mean(last == examples.targets)),
             **history_figures(teacher, examples),
             "hr@10": kept["hr@10"], "ndcg@10": kept["ndcg@10"],
-            "hr@10_history_removed": removed["hr@10"], "ndcg@10_history_removed": removed["ndcg@10"]}
+            "hr@10_history_removed": removed["hr@10"], "ndcg@10_history_removed": removed["ndcg@10"],
+            **first_code_figures(teacher, examples, first_code)}
+
+
+def run_first_codes(run: RunDirectory) -> torch.Tensor:
+    """(N,) each item's first token in the run's item IDs (its one tokenization stage)."""
+    stages = list(run.stages("ids"))
+    if len(stages) != 1:
+        raise SemrecError(f"{run.path}: expected one item-ID stage, found {len(stages)}")
+    return ItemTokenization.from_pretrained(stages[0] / "tokenization", load_quantizer=False).codes[:, 0]
 
 
 def seed_teachers(run: RunDirectory, dataset, seeds: list[int]) -> dict[int, CFTeacher]:
@@ -106,7 +146,10 @@ def markdown(meta: dict) -> str:
         out.append("")
     out += ["train: the examples TIGER trains on (every prefix of the train rows). "
             "History: the items the teacher reads (its last `max_len`); the removed-history metrics drop "
-            "every history item from the ranking, so a repeated target counts as a miss.", "",
+            "every history item from the ranking, so a repeated target counts as a miss. First code: the "
+            "first token of the run's item IDs; CT mass: the Collaborative Tokenizer's first-position "
+            "probability of the target's first token (the teacher's softmax mass on the items sharing it, "
+            "temperature 1), with the history kept and removed (`cf_exclude_history`).", "",
             produced_by("teacher_repeats", meta["datasets"], f"--seeds {' '.join(map(str, meta['seeds']))}")]
     return "\n".join(out) + "\n"
 
@@ -125,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             run = RunDirectory(run_dir, results)
             dataset = resolve_dataset(run.result["data"])
             teachers = seed_teachers(run, dataset, args.seeds)
+            first_code = run_first_codes(run)
             splits = {"train": training_examples(dataset), "valid": dataset.valid, "test": dataset.test}
             per_split = {}
             for split, examples in splits.items():
                 c0 = time.process_time()
-                rows = [split_figures(teachers[s], examples) for s in args.seeds]
+                rows = [split_figures(teachers[s], examples, first_code) for s in args.seeds]
                 per_split[split] = {"rows": len(examples), "cpu_s": time.process_time() - c0,
                                     **{f: dict(zip(("mean", "std"), mean_std([r[f] for r in rows]))) for f in FIGURES}}
                 print(f"{dataset.name} {split}: " + ", ".join(
