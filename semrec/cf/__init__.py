@@ -13,12 +13,12 @@ left-padded histories, the item embedding table, training with early stopping, f
 from semrec.cf.base import (TEACHERS, CFTeacher, build_teacher, cf_item_embeddings, get_teacher_class,
                             register_teacher)
 from semrec.cf.bert4rec import BERT4Rec, BERT4RecConfig
-from semrec.cf.evaluate import evaluate_teacher, target_in_history_rate, teacher_ranks
+from semrec.cf.evaluate import evaluate_teacher, target_in_history, target_in_history_rate, teacher_ranks
 from semrec.cf.gru4rec import GRU4Rec, GRU4RecConfig
 from semrec.cf.sasrec import SASRec, SASRecConfig
 
 __all__ = [
     "TEACHERS", "CFTeacher", "build_teacher", "cf_item_embeddings", "get_teacher_class", "register_teacher",
     "SASRec", "SASRecConfig", "BERT4Rec", "BERT4RecConfig", "GRU4Rec", "GRU4RecConfig",
-    "evaluate_teacher", "teacher_ranks", "target_in_history_rate",
+    "evaluate_teacher", "teacher_ranks", "target_in_history", "target_in_history_rate",
 ]

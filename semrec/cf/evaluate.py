@@ -83,9 +83,12 @@ def teacher_top_lists(model: CFTeacher, examples: Examples, k: int, *, batch_siz
     return torch.cat(out)
 
 
+def target_in_history(examples: Examples) -> np.ndarray:
+    """(E,) bool: each example's target item already occurs in its history (a repeat interaction)."""
+    return np.array([bool(np.any(examples.history(e) == examples.targets[e])) for e in range(len(examples))],
+                    dtype=bool)
+
+
 def target_in_history_rate(examples: Examples) -> float:
     """Share of examples whose target item already occurs in their history (repeat interactions)."""
-    if len(examples) == 0:
-        return 0.0
-    hits = sum(bool(np.any(examples.history(e) == examples.targets[e])) for e in range(len(examples)))
-    return hits / len(examples)
+    return float(target_in_history(examples).mean()) if len(examples) else 0.0

@@ -298,3 +298,12 @@ def test_cli_bad_config_file(tmp_path, capsys):
     rc = main(["train-cf", "--data", "toys-t", "--model", "sasrec", "--config", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown key 'warmup'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_target_in_history_flags_each_repeat_row():
+    from semrec.cf import target_in_history, target_in_history_rate
+
+    ex = Examples.from_lists([0, 1, 2, 3], [[3, 4], [5], [6, 7, 8], []], [4, 6, 6, 1])
+    assert target_in_history(ex).tolist() == [True, False, True, False]
+    assert target_in_history_rate(ex) == 0.5
+    assert target_in_history(ex.subset(np.arange(0))).shape == (0,) and target_in_history_rate(ex.subset(np.arange(0))) == 0.0
