@@ -87,19 +87,26 @@ def load_row_model(run: RunDirectory, row, dataset):
     return stage, load_model(stage / "model")
 
 
-def run_models(run_dir: str, results_name: str, *, seed: int, rows: int, beams: int, names: list[str] | None):
-    """(run facts, [row entry]) for the generative rows of `seed` in one run (`names`: only these rows)."""
+def open_run(run_dir: str, results_name: str, *, seeds: list[int], names: list[str] | None):
+    """A committed recipe run read through its results file under benchmarks/results: (run, its dataset as it
+    is now, the generative rows of `seeds` (`names`: only these rows), the facts a report records of it)."""
     results = RESULTS / f"{results_name}.json"
     run = RunDirectory(run_dir, results=results)
     dataset = resolve_dataset(run.result.get("data") or run.result["dataset"])
-    popularity = train_popularity(dataset)
-    test = dataset.test.subset(np.arange(min(rows, len(dataset.test))))
-    picked = [r for r in run.generative_rows if r.seed == seed and (names is None or r.name in names)]
+    picked = [r for r in run.generative_rows if r.seed in seeds and (names is None or r.name in names)]
     if not picked:
-        raise SemrecError(f"{results}: no generative row of seed {seed}" + (f" named {names}" if names else ""))
+        raise SemrecError(f"{results}: no generative row of seeds {seeds}" + (f" named {names}" if names else ""))
     facts = {"recipe": run.result.get("recipe", results_name), "results": f"benchmarks/results/{results.name}",
              "run_dir": Path(run_dir).name, "dataset": dataset.name, "protocol": run.result.get("protocol"),
              "data": run.result.get("data"), "recipe_commit": run.result.get("commit")}
+    return run, dataset, picked, facts
+
+
+def run_models(run_dir: str, results_name: str, *, seed: int, rows: int, beams: int, names: list[str] | None):
+    """(run facts, [row entry]) for the generative rows of `seed` in one run (`names`: only these rows)."""
+    run, dataset, picked, facts = open_run(run_dir, results_name, seeds=[seed], names=names)
+    popularity = train_popularity(dataset)
+    test = dataset.test.subset(np.arange(min(rows, len(dataset.test))))
     pop_lists = most_popular_lists(popularity, len(test), K)
     metrics, _ = score_lists(pop_lists, test.targets, (K,), num_items=dataset.num_items, popularity=popularity)
     yield facts, {"model": "MostPop", "reference": True, **{m: metrics[m] for m in LIST_METRICS}}

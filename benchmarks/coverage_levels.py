@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
+from beam_vs_exact import add_run_argument, load_row_model, open_run, produced_by, record
 from semrec.artifacts import read_json
 from semrec.cf.base import CFTeacher
 from semrec.cf.evaluate import teacher_top_lists
-from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.errors import SemrecError
 from semrec.evaluation import decoding_defaults, generate, most_popular_lists, score_lists
@@ -88,14 +87,9 @@ def teacher_stage(run: RunDirectory, seed: int) -> Path:
 
 def run_lists(run_dir: str, results_name: str, *, seed: int, rows: int | None, names: list[str] | None):
     """(run facts, entry) per list set: MostPop, the teacher, then the generative rows of `seed`."""
-    results = RESULTS / f"{results_name}.json"
-    run = RunDirectory(run_dir, results=results)
-    dataset = resolve_dataset(run.result.get("data") or run.result["dataset"])
+    run, dataset, picked, facts = open_run(run_dir, results_name, seeds=[seed], names=names)
     popularity = np.asarray(train_popularity(dataset), dtype=np.float64)
     test = dataset.test if rows is None else dataset.test.subset(np.arange(min(rows, len(dataset.test))))
-    picked = [r for r in run.generative_rows if r.seed == seed and (names is None or r.name in names)]
-    if not picked:
-        raise SemrecError(f"{results}: no generative row of seed {seed}" + (f" named {names}" if names else ""))
     models = [(row, *load_row_model(run, row, dataset)) for row in picked]
     codes = models[0][2].codes.cpu().numpy()
     if any(not np.array_equal(m.codes.cpu().numpy(), codes) for _, _, m in models[1:]):
@@ -103,9 +97,7 @@ def run_lists(run_dir: str, results_name: str, *, seed: int, rows: int | None, n
     level1 = codes[:, 0] - codes[:, 0].min()
     percentile = in_cluster_percentile(level1, popularity)
     targets = np.asarray(test.targets)
-    facts = {"recipe": run.result.get("recipe", results_name), "results": f"benchmarks/results/{results.name}",
-             "dataset": dataset.name, "protocol": run.result.get("protocol"), "data": run.result.get("data"),
-             "recipe_commit": run.result.get("commit"), "n_rows": len(test), "n_items": len(level1),
+    facts = {**facts, "n_rows": len(test), "n_items": len(level1),
              "n_level1_codes": int(len(np.unique(level1))),
              "targets_in_cluster_pct": float(percentile[targets].mean())}
     yield facts, {"model": "MostPop", **level_figures(most_popular_lists(popularity, len(test), K), targets, level1,

@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = "full" if not smoke else ("cpu_budget" if dev.type != "cuda" and args.budget_min else "smoke")
     r0 = rows[0]
     total_wall = time.perf_counter() - t_all
-    sizing = (f"SmolLM2-135M-Instruct + LoRA" if args.model_path is None else Path(args.model_path).name + " + LoRA")
+    sizing = ("SmolLM2-135M-Instruct + LoRA" if args.model_path is None else Path(args.model_path).name + " + LoRA")
     sizing += (f", {args.train_rows} training rows x {args.epochs} epoch(s) (lr {r0['lr']:g}, micro-batch "
                f"{r0['batch_size']} x {r0['grad_accum']} accumulated = {r0['batch_size'] * r0['grad_accum']} rows per "
                f"step, {r0['warmup_steps']} warm-up steps, {r0['steps']} steps), validation on {args.valid_rows} rows "

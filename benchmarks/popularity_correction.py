@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
+from beam_vs_exact import RESULTS, add_run_argument, load_row_model, open_run, produced_by, record
 from tca_gain import mean_std
-from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.decoding import popularity_bias
 from semrec.errors import SemrecError
 from semrec.evaluation import decoding_defaults, generate, most_popular_lists, score_lists
 from semrec.metrics import paired_gain
-from semrec.pipeline.results import RunDirectory
 from semrec.pipeline.run import train_popularity
 from semrec.report import save_png
 from semrec.runtime import describe_machine, git_commit
@@ -65,16 +63,8 @@ def choose(valid: list[dict]) -> dict:
 def run_models(run_dir: str, results_name: str, *, seeds: list[int], strengths: list[float],
                names: list[str] | None):
     """(run facts, entry) per generative row and seed of one run (`names`: only these rows)."""
-    results = RESULTS / f"{results_name}.json"
-    run = RunDirectory(run_dir, results=results)
-    dataset = resolve_dataset(run.result.get("data") or run.result["dataset"])
+    run, dataset, picked, facts = open_run(run_dir, results_name, seeds=seeds, names=names)
     popularity = train_popularity(dataset)
-    picked = [r for r in run.generative_rows if r.seed in seeds and (names is None or r.name in names)]
-    if not picked:
-        raise SemrecError(f"{results}: no generative row of seeds {seeds}" + (f" named {names}" if names else ""))
-    facts = {"recipe": run.result.get("recipe", results_name), "results": f"benchmarks/results/{results.name}",
-             "run_dir": Path(run_dir).name, "dataset": dataset.name, "protocol": run.result.get("protocol"),
-             "data": run.result.get("data"), "recipe_commit": run.result.get("commit")}
     test_rows = max(int(r.metrics.get("n_rows") or len(dataset.test)) for r in picked)
     test = dataset.test.subset(np.arange(min(test_rows, len(dataset.test))))
     metrics, _ = score_lists(most_popular_lists(popularity, len(test), K), test.targets, (K,),

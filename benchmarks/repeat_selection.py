@@ -21,15 +21,13 @@ import sys
 import numpy as np
 import torch
 
-from beam_vs_exact import RESULTS, add_run_argument, load_row_model, produced_by, record
+from beam_vs_exact import add_run_argument, load_row_model, open_run, produced_by, record
 from popularity_correction import decode
 from tca_gain import mean_std
 from semrec.cf import target_in_history
-from semrec.data import resolve_dataset
 from semrec.data.examples import ExampleTable
 from semrec.errors import SemrecError
 from semrec.metrics import rank_metrics
-from semrec.pipeline.results import RunDirectory
 from semrec.pipeline.run import train_popularity
 from semrec.runtime import describe_machine, git_commit
 
@@ -46,19 +44,12 @@ def split_ndcg(ranks: np.ndarray, repeat: np.ndarray) -> dict[str, float | None]
 
 def run_models(run_dir: str, results_name: str, *, seeds: list[int], names: list[str] | None):
     """(run facts, entry) per generative row and seed of one run (`names`: only these rows)."""
-    results = RESULTS / f"{results_name}.json"
-    run = RunDirectory(run_dir, results=results)
-    dataset = resolve_dataset(run.result.get("data") or run.result["dataset"])
+    run, dataset, picked, facts = open_run(run_dir, results_name, seeds=seeds, names=names)
     popularity = train_popularity(dataset)
-    picked = [r for r in run.generative_rows if r.seed in seeds and (names is None or r.name in names)]
-    if not picked:
-        raise SemrecError(f"{results}: no generative row of seeds {seeds}" + (f" named {names}" if names else ""))
     test_rows = max(int(r.metrics.get("n_rows") or len(dataset.test)) for r in picked)
     splits = {"valid": dataset.valid, "test": dataset.test.subset(np.arange(min(test_rows, len(dataset.test))))}
     repeat = {s: target_in_history(ex) for s, ex in splits.items()}
-    facts = {"recipe": run.result.get("recipe", results_name), "results": f"benchmarks/results/{results.name}",
-             "dataset": dataset.name, "data": run.result.get("data"), "recipe_commit": run.result.get("commit"),
-             **{f"{s}_rows": len(ex) for s, ex in splits.items()},
+    facts = {**facts, **{f"{s}_rows": len(ex) for s, ex in splits.items()},
              **{f"{s}_repeat_share": float(repeat[s].mean()) for s in splits}}
     for row in picked:
         stage, model = load_row_model(run, row, dataset)

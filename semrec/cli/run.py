@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    result = run_recipe(recipe, out, progress=not args.no_progress)
+    run_recipe(recipe, out, progress=not args.no_progress)
     if not distributed.is_main():  # under torchrun rank 0 alone reports
         return 0
     print()

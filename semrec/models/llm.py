@@ -47,7 +47,7 @@ from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.models.batching import Batch
 from semrec.models.base import register_model
-from semrec.models.decoder import DecoderRecommender, positions_from_mask
+from semrec.models.decoder import DecoderRecommender
 
 DEFAULT_TEMPLATE = (
     "### Instruction:\nThe user interacted with the {domain} below, oldest first. Name the {domain} the user "

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from semrec.cf import (TEACHERS, BERT4Rec, BERT4RecConfig, CFTeacher, GRU4Rec, GRU4RecConfig, SASRec,
+from semrec.cf import (TEACHERS, BERT4Rec, BERT4RecConfig, CFTeacher, GRU4RecConfig, SASRec,
                        SASRecConfig, evaluate_teacher)
 from semrec.cf.sequences import make_windows, merge_user_sequences, training_sequences
 from semrec.training.teacher import TeacherTrainConfig, length_batches, train_teacher

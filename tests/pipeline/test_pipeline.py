@@ -25,7 +25,6 @@ WORDS = ["red", "blue", "lego", "doll", "puzzle", "train", "car", "ball", "kite"
 def tiny(tmp_path_factory):
     """A 40-item, 60-user protocol-T-style dataset with a learnable 'next item' rule, a scheme and a recipe."""
     root = tmp_path_factory.mktemp("pipe")
-    rng = np.random.default_rng(0)
     n = 40
     items = pd.DataFrame({"raw_id": [f"A{i:03d}" for i in range(n)],
                           "title": [f"{WORDS[i % 10]} {WORDS[(i // 10) * 3 % 10]} set {i}" for i in range(n)]})
