@@ -134,6 +134,13 @@ def markdown(meta: dict) -> str:
                      f"| {pm(r['test_s0_ndcg@10'])} | {pm(r['test_chosen_ndcg@10'])} | {r['gain_beyond_2se']} "
                      f"| {pm(r['test_s0_coverage@10'], '.3f')} | {pm(r['test_chosen_coverage@10'], '.3f')} "
                      f"| {pm(r['test_s0_pop1%@10'], '.3f')} | {pm(r['test_chosen_pop1%@10'], '.3f')} |")
+    lines += ["", "## Per seed: chosen s, test NDCG@10 and coverage@10 at s=0 and at the chosen s", "",
+              "| dataset | model | seed | chosen s | NDCG@10 s=0 | NDCG@10 chosen | coverage@10 s=0 | coverage@10 chosen |",
+              "|---" * 8 + "|"]
+    for e in (e for e in meta["entries"] if not e.get("reference")):
+        lines.append(f"| {e['dataset']} | {e['model']} | {e['seed']} | {e['chosen_strength']:g} "
+                     f"| {e['test_s0']['ndcg@10']:.4f} | {e['test_chosen']['ndcg@10']:.4f} "
+                     f"| {e['test_s0']['coverage@10']:.3f} | {e['test_chosen']['coverage@10']:.3f} |")
     lines += ["", "## Valid split at each strength (mean over seeds): NDCG@10 / coverage@10", "",
               "| dataset | model | " + " | ".join(f"s={s:g}" for s in meta["strengths"]) + " |",
               "|---" * (2 + len(meta["strengths"])) + "|"]

@@ -52,6 +52,9 @@ def test_summary_averages_seeds_and_skips_the_reference_row():
     assert "| toys-t | TIGER | 2 | 0.25 ± 0.35 | 0.0110 ± 0.0014 | 0.0130 ± 0.0014 | 1 |" in md
     assert "| toys-t | TIGER | 0.0150 / 0.100 | 0.0200 / 0.150 | 0.0100 / 0.200 |" in md
     assert "(pc.png)" in md and "2.0 CPU s per 1,000 rows" in md
+    # each seed's own figures: a bar met "on every seed" is read here, not from the mean
+    assert "| toys-t | TIGER | 0 | 0.5 | 0.0100 | 0.0140 | 0.100 | 0.100 |" in md
+    assert "| toys-t | TIGER | 1 | 0 | 0.0120 | 0.0120 | 0.100 | 0.100 |" in md
 
 
 def test_decoding_at_zero_is_the_plain_beam_and_a_correction_lowers_the_head_share():
