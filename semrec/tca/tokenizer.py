@@ -129,7 +129,7 @@ def exclude_history(item_logits: torch.Tensor, histories: torch.Tensor) -> torch
     on Office: its top item is the row's last history item on 86% of train rows, while 3-10% of targets
     are repeats); without them the soft labels carry its ranking of the items the user has not seen.
     That ranking is much the same for every user: with a large TCA alpha the student follows it instead
-    of the target (Toys at alpha .5); use it with a small alpha (.1 on Office did no harm).
+    of the target (Toys at alpha .5); use it with a small alpha (.1 did no harm on Toys and Office).
     """
     if histories.dim() != 2 or histories.shape[0] != item_logits.shape[0]:
         raise SemrecError(f"histories: expected ({item_logits.shape[0]}, H) item ids, got {tuple(histories.shape)}")
