@@ -27,6 +27,7 @@ from tca_gain import mean_std
 from semrec.cf import target_in_history
 from semrec.data.examples import ExampleTable
 from semrec.errors import SemrecError
+from semrec.evaluation import most_popular_lists, score_lists
 from semrec.metrics import rank_metrics
 from semrec.pipeline.run import train_popularity
 from semrec.runtime import describe_machine, git_commit
@@ -51,6 +52,12 @@ def run_models(run_dir: str, results_name: str, *, seeds: list[int], names: list
     repeat = {s: target_in_history(ex) for s, ex in splits.items()}
     facts = {**facts, **{f"{s}_rows": len(ex) for s, ex in splits.items()},
              **{f"{s}_repeat_share": float(repeat[s].mean()) for s in splits}}
+    reference = {"model": "MostPop", "reference": True}  # one list for every row: the bar to clear
+    for s, ex in splits.items():
+        _, ranks = score_lists(most_popular_lists(popularity, len(ex), 10), ex.targets, (10,),
+                               num_items=dataset.num_items)
+        reference[s] = split_ndcg(np.asarray(ranks), repeat[s])
+    yield facts, reference
     for row in picked:
         stage, model = load_row_model(run, row, dataset)
         entry = {"model": row.name, "seed": row.seed, "model_stage": stage.name,
@@ -66,7 +73,7 @@ def rankings(entries: list[dict]) -> dict[str, dict[str, list[str]]]:
     of seeds at which each is best (a tie at one seed goes to the row listed first), then the mean over seeds."""
     out: dict[str, dict[str, list[str]]] = {}
     for ds in dict.fromkeys(e["dataset"] for e in entries):
-        es = [e for e in entries if e["dataset"] == ds]
+        es = [e for e in entries if e["dataset"] == ds and not e.get("reference")]
         models = list(dict.fromkeys(e["model"] for e in es))
         seeds = sorted({e["seed"] for e in es})
         figures = {}
@@ -107,7 +114,8 @@ def markdown(meta: dict) -> str:
             for p in PARTS:
                 xs = [e[s][p] for e in es if e[s][p] is not None]
                 cells.append("-" if not xs else "{:.4f} ± {:.4f}".format(*mean_std(xs)))
-        lines.append(f"| {ds} | {model} | {len(es)} | " + " | ".join(cells) + " |")
+        seeds = "-" if es[0].get("reference") else len(es)
+        lines.append(f"| {ds} | {model} | {seeds} | " + " | ".join(cells) + " |")
     lines += ["", "Models ranked by each figure (most seeds best first, then the mean):", ""]
     for ds, figures in rankings(entries).items():
         for fig, order in figures.items():
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir, name in args.run:
             for facts, e in run_models(run_dir, name, seeds=args.seeds, names=args.models):
                 record(meta, facts, e, args.out_name, markdown)
-                print(f"{facts['dataset']} {e['model']} seed {e['seed']}: " + ", ".join(
+                print(f"{facts['dataset']} {e['model']} seed {e.get('seed', '-')}: " + ", ".join(
                     f"{s} {p} {e[s][p]:.4f}" for s in SPLITS for p in PARTS if e[s][p] is not None), flush=True)
     except SemrecError as e:
         print(f"repeat_selection: error: {e}", file=sys.stderr)

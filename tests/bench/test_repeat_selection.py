@@ -29,7 +29,9 @@ def _entry(model, seed, valid_new, test_all):
 
 
 def test_rankings_count_seeds_won_then_the_mean():
-    es = [_entry("A", 0, 0.20, 0.05), _entry("B", 0, 0.30, 0.06),
+    pop = {"dataset": "office-t", "model": "MostPop", "reference": True, "valid": {"all": 0.9, "repeat": 0.9, "new": 0.9},
+           "test": {"all": 0.9, "repeat": None, "new": 0.9}}  # would top every ranking if it were ranked
+    es = [pop, _entry("A", 0, 0.20, 0.05), _entry("B", 0, 0.30, 0.06),
           _entry("A", 1, 0.20, 0.07), _entry("B", 1, 0.25, 0.06),
           _entry("A", 2, 0.20, 0.05), _entry("B", 2, 0.10, 0.06)]
     r = rs.rankings(es)["office-t"]
@@ -42,6 +44,7 @@ def test_rankings_count_seeds_won_then_the_mean():
                                 "test_rows": 10, "valid_repeat_share": 0.065, "test_repeat_share": 0.029}]})
     assert "| office-t | A | 3 | 0.1000 ± 0.0000 | 0.5000 ± 0.0000 | 0.2000 ± 0.0000 |" in md
     assert "6.5% repeats" in md and "--run RUN_DIR x --seeds 0 1 2" in md
+    assert "| office-t | MostPop | - | 0.9000 ± 0.0000 |" in md
 
 
 def test_a_missing_run_is_one_line_and_exit_2(capsys, tmp_path):
