@@ -311,6 +311,17 @@ def stage_tiger_train_throughput(ctx: dict) -> dict:
 
 
 # ------------------------------------------------------------------ stage 4: time-boxed TIGER on beauty-p
+def mostpop_reference(ds, test) -> dict[str, float]:
+    """Recall/NDCG@{5,10} of MostPop (the most frequent training targets, one list for every row) on `test`,
+    counted by the same function as the models: the bar a recommender must clear to have learned the user."""
+    from semrec.evaluation import most_popular_lists, score_lists
+    from semrec.pipeline.run import train_popularity
+
+    lists = most_popular_lists(train_popularity(ds), len(test), 10)
+    metrics, _ = score_lists(lists, test.targets, (5, 10), num_items=ds.num_items)
+    return {k: metrics[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")}
+
+
 def stage_tiger_beauty(ctx: dict) -> dict:
     from semrec.evaluation import evaluate
     from semrec.training import TrainConfig
@@ -396,6 +407,7 @@ def stage_tiger_beauty(ctx: dict) -> dict:
             "best_valid_step": best["step"], "best_valid_ndcg@10": best["metric"], "valid_rows": len(valid),
             "test_rows": int(metrics["n_rows"]), "test_s": test_s, "test_users_per_s": metrics["n_rows"] / test_s,
             "test": {k: metrics[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")},
+            "mostpop_test": mostpop_reference(ds, test),
             "history": history, "peak_gib": peak_gib(dev)}
 
 
@@ -474,6 +486,7 @@ def write_report(res: dict, out: Path) -> None:
             lines.append("")
         flat = {k: v for k, v in r.items() if k not in ("rows", "history") and not isinstance(v, (dict, list))}
         flat.update({f"test {k}": v for k, v in (r.get("test") or {}).items()})
+        flat.update({f"MostPop test {k}": v for k, v in (r.get("mostpop_test") or {}).items()})
         lines += ["| field | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in flat.items()] + [""]
         if r.get("history"):
             keys = list(r["history"][0])

@@ -38,10 +38,11 @@ from semrec.data import resolve_dataset
 from semrec.data.dataset import Examples
 from semrec.data.examples import training_examples
 from semrec.errors import SemrecError
+from semrec.evaluation import most_popular_lists, score_lists
 from semrec.itemtok.artifact import ItemTokenization
 from semrec.metrics import rank_metrics
 from semrec.pipeline.results import RunDirectory
-from semrec.pipeline.run import dataset_fingerprint
+from semrec.pipeline.run import dataset_fingerprint, train_popularity
 from semrec.runtime import describe_machine, git_commit
 from semrec.tca import exclude_history
 
@@ -110,6 +111,14 @@ def split_figures(teacher: CFTeacher, examples: Examples, first_code: torch.Tens
             **first_code_figures(teacher, examples, first_code)}
 
 
+def mostpop_figures(dataset, examples: Examples) -> dict[str, float]:
+    """HR@10 / NDCG@10 of MostPop (the most frequent training targets, one list for every row) on `examples`,
+    counted like the teacher's: the bar its accuracy is read against."""
+    lists = most_popular_lists(train_popularity(dataset), len(examples), 10)
+    metrics, _ = score_lists(lists, examples.targets, (10,), num_items=dataset.num_items)
+    return {"hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"]}
+
+
 def run_first_codes(run: RunDirectory) -> torch.Tensor:
     """(N,) each item's first token in the run's item IDs (its one tokenization stage)."""
     stages = list(run.stages("ids"))
@@ -143,7 +152,9 @@ def markdown(meta: dict) -> str:
         for split, s in ds["splits"].items():
             cells = [f"{s[f]['mean']:.3f} ± {s[f]['std']:.3f}" for f in FIGURES]
             out.append(f"| {split} | {s['rows']} | " + " | ".join(cells) + " |")
-        out.append("")
+        out += ["", "MostPop on the same rows (one list for every row), HR@10 / NDCG@10: " + ", ".join(
+            f"{split} {s['mostpop']['hr@10']:.3f} / {s['mostpop']['ndcg@10']:.3f}" for split, s in ds["splits"].items()),
+            ""]
     out += ["train: the examples TIGER trains on (every prefix of the train rows). "
             "History: the items the teacher reads (its last `max_len`); the removed-history metrics drop "
             "every history item from the ranking, so a repeated target counts as a miss. First code: the "
@@ -175,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 c0 = time.process_time()
                 rows = [split_figures(teachers[s], examples, first_code) for s in args.seeds]
                 per_split[split] = {"rows": len(examples), "cpu_s": time.process_time() - c0,
+                                    "mostpop": mostpop_figures(dataset, examples),
                                     **{f: dict(zip(("mean", "std"), mean_std([r[f] for r in rows]))) for f in FIGURES}}
                 print(f"{dataset.name} {split}: " + ", ".join(
                     f"{f} {per_split[split][f]['mean']:.3f}" for f in FIGURES), flush=True)

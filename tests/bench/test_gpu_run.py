@@ -32,11 +32,14 @@ def test_tiny_run_writes_every_stage(tmp_path):
     tiger = res["stages"]["tiger_beauty"]["result"]
     assert tiger["steps"] > 0 and tiger["history"] and tiger["test_rows"] == 128
     assert all(0.0 <= v <= 1.0 for v in tiger["test"].values())
+    # MostPop on the same rows, counted alike: the bar the model is read against
+    pop = tiger["mostpop_test"]
+    assert set(pop) == set(tiger["test"]) and 0.0 <= pop["recall@5"] <= pop["recall@10"] <= 1.0
     assert tiger["best_valid_ndcg@10"] == max(h["valid_ndcg@10"] for h in tiger["history"])
     llm = res["stages"]["llm_rows"]["result"]
     assert llm["train_rows_per_s"] > 0 and llm["eval_rows_per_s"] > 0 and llm["invalid_rate"] == 0.0
     md = (tmp_path / "gpu_run.md").read_text()
-    assert all(f"## {s}: ok" in md for s in STAGES)
+    assert all(f"## {s}: ok" in md for s in STAGES) and "| MostPop test ndcg@10 |" in md
     # the results name no path of the machine that made them
     assert res["meta"]["command"] == "bash scripts/gpu_run.sh --tiny --budget-s 1200 --out DIR"
     assert str(tmp_path) not in md

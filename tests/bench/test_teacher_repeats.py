@@ -3,11 +3,13 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers.generative import examples
 
 from semrec.cf import SASRec, SASRecConfig, evaluate_teacher
+from semrec.data import load_builtin
 from semrec.data.dataset import Examples
 from semrec.itemtok.artifact import ItemTokenization
 from semrec.tca import CollaborativeTokenizer, exclude_history
@@ -73,10 +75,12 @@ def test_table_lists_every_split_with_mean_and_std():
     fig = {f: {"mean": 0.25, "std": 0.01} for f in tr.FIGURES}
     meta = {"commit": "c", "machine": "m", "seeds": [0, 1],
             "datasets": [{"dataset": "office-t", "results": "benchmarks/results/x.json",
-                          "splits": {"train": {"rows": 100, **fig}, "test": {"rows": 10, **fig}}}]}
+                          "splits": {"train": {"rows": 100, **fig, "mostpop": {"hr@10": 0.02, "ndcg@10": 0.01}},
+                                     "test": {"rows": 10, **fig, "mostpop": {"hr@10": 0.03, "ndcg@10": 0.015}}}}]}
     md = tr.markdown(meta)
     assert "| train | 100 | " + " | ".join(["0.250 ± 0.010"] * len(tr.FIGURES)) + " |" in md
     assert "| test | 10 |" in md and "--run RUN_DIR x --seeds 0 1" in md
+    assert "HR@10 / NDCG@10: train 0.020 / 0.010, test 0.030 / 0.015" in md
 
 
 def test_a_missing_run_is_one_line_and_exit_2(capsys, tmp_path):
@@ -100,3 +104,14 @@ def test_first_code_mass_is_what_the_collaborative_tokenizer_hands_the_first_pos
         dist = ct(scores, targets)  # (B, L, V)
         want = float(dist[torch.arange(len(ex)), 0, targets[:, 0]].mean())
         assert tr.first_code_figures(t, ex, first)[name] == pytest.approx(want, rel=1e-5)
+
+
+def test_mostpop_figures_match_a_plain_count():
+    ds = load_builtin("office-t")
+    ex = ds.test.subset(np.arange(300))
+    counts = np.bincount(np.asarray(ds.train.targets), minlength=ds.num_items)  # protocol T: the rows' targets
+    top = sorted(range(ds.num_items), key=lambda i: (-counts[i], i))[:10]
+    hits = [top.index(int(t)) + 1 if int(t) in top else 0 for t in ex.targets]
+    got = tr.mostpop_figures(ds, ex)
+    assert got["hr@10"] == pytest.approx(np.mean([h > 0 for h in hits]))
+    assert got["ndcg@10"] == pytest.approx(np.mean([1 / np.log2(h + 1) if h else 0.0 for h in hits]))
