@@ -100,7 +100,7 @@ def first_code_figures(teacher: CFTeacher, examples: Examples, first_code: torch
 
 
 def split_figures(teacher: CFTeacher, examples: Examples, first_code: torch.Tensor) -> dict[str, float]:
-    last = np.array([h[-1] if len(h) else -1 for h in examples.histories()])
+    last = examples.padded_histories(1, pad=-1, side="left")[:, 0]  # the last item read, -1 for none
     kept = rank_metrics(teacher_ranks(teacher, examples), (10,))
     removed = rank_metrics(teacher_ranks(teacher, examples, exclude_history=True), (10,))
     return {"target_in_history": target_in_history_rate(examples),

@@ -85,8 +85,11 @@ def teacher_top_lists(model: CFTeacher, examples: Examples, k: int, *, batch_siz
 
 def target_in_history(examples: Examples) -> np.ndarray:
     """(E,) bool: each example's target item already occurs in its history (a repeat interaction)."""
-    return np.array([bool(np.any(examples.history(e) == examples.targets[e])) for e in range(len(examples))],
-                    dtype=bool)
+    lengths = examples.lengths
+    hit = examples.hist_items == np.repeat(np.asarray(examples.targets), lengths)  # per history entry
+    out = np.zeros(len(examples), dtype=bool)
+    out[np.repeat(np.arange(len(examples)), lengths)[hit]] = True
+    return out
 
 
 def target_in_history_rate(examples: Examples) -> float:

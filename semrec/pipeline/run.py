@@ -144,11 +144,7 @@ class Pipeline:
         # the model config with every default filled in: a changed default is a changed model
         klass = MODELS[spec.model].config_class
         mcfg = load_config(klass, spec.config, name=f"model '{spec.name}' config")
-        omit = getattr(klass, "stage_key_omits", {})
-        model_key = {k: v for k, v in dataclasses.asdict(mcfg).items() if not (k in omit and v == omit[k])}
-        train_omit = type(tcfg).stage_key_omits
-        train_key = {k: v for k, v in dataclasses.asdict(tcfg).items() if not (k in train_omit and v == train_omit[k])}
-        config = {"model": spec.model, "config": model_key, "train": train_key}
+        config = {"model": spec.model, "config": _stage_key(mcfg), "train": _stage_key(tcfg)}
         config["train"].pop("progress", None)
         # the precision actually used, not the request; `bf16: true` once meant float32 on a CPU, so a bf16
         # run gets a key that no stage written then can have
@@ -393,6 +389,13 @@ def baseline_of(recipe: Recipe, spec: ModelSpec) -> str | None:
     twins = [s.name for s in recipe.models
              if train_config(recipe, s, seed=0).loss == "ntp" and budget(s) == budget(spec)]
     return twins[0] if twins else None
+
+
+def _stage_key(cfg) -> dict:
+    """A config dataclass as a stage key: its fields, less those listed in its `stage_key_omits` while they
+    hold the default recorded there (options added after stages were cached leave those stages valid)."""
+    omit = getattr(type(cfg), "stage_key_omits", {})
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if not (k in omit and v == omit[k])}
 
 
 def _data_spec(spec: str) -> str:

@@ -15,10 +15,11 @@ class TrainConfig:
     loss: "ntp" (cross-entropy), "tca" (Soft-NTP with the Collaborative Tokenizer: alpha, cf_temperature),
     "aux_kl" (NTP + aux_lambda * KL(CF || model) per step), "label_smoothing" (smoothing).
     cf_exclude_history: the teacher's logits of the row's history items are set to -inf before they
-    become soft labels; with a small alpha (at .5 on Toys TIGER stopped learning the user; at .1 on Toys and Office it did not). tau: softmax temperature of the model's logits in the loss; msl: mask logits to the
-    trie-allowed next tokens (MSL; the authors use tau 4.5 with it). Validation each `valid_every` epochs
-    with beam search; early stopping on `monitor` (higher is better) after `patience` epochs without
-    improvement.
+    become soft labels; use it with a small alpha (at .5 on Toys TIGER stopped learning the user, at .1 on
+    Toys and Office it did not). tau: softmax temperature of the model's logits in the loss; msl: mask
+    logits to the trie-allowed next tokens (MSL; the authors use tau 4.5 with it). Validation each
+    `valid_every` epochs with beam search; early stopping on `monitor` (higher is better) after `patience`
+    epochs without improvement.
     """
 
     epochs: int = 20
