@@ -145,7 +145,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
              max_rows: int | None = None, popularity=None, progress: bool = False, return_ranks: bool = False,
-             decode: str = "beam", bf16: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+             decode: str = "beam", bf16: bool = False, edge_bias: torch.Tensor | None = None
+             ) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
     `cc` (with a teacher), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
     `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams` (beam) or `decode` ("exact"),
@@ -157,7 +158,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     id, targets compared by it), and in exact lists equal scores rank the smaller item id first.
 
     renormalize / temperature default to how the model was trained (`decoding_defaults`). bf16: beam search
-    under bf16 autocast on CUDA or a CPU with native bf16 (`semrec.decoding.beam_search`)."""
+    under bf16 autocast on CUDA or a CPU with native bf16 (`semrec.decoding.beam_search`). edge_bias: (E,)
+    scores added along the trie's edges in either decoding (`semrec.decoding.popularity_bias`)."""
     renormalize, temperature = decoding_defaults(model, renormalize, temperature)
     ks = tuple(ks or ks_for(protocol))
     if decode not in DECODE_MODES:
@@ -181,7 +183,8 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
         teacher.eval()
     t0 = time.perf_counter()
     kw = dict(num_beams=num_beams, top_k=max(ks) if exact else None, batch_size=batch_size, constrained=constrained,
-              renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode, bf16=bf16)
+              renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode, bf16=bf16,
+              edge_bias=edge_bias)
     if distributed.is_distributed():  # each rank decodes whole batches of its share; gathered in row order
         gen = _sharded_generate(model, table, progress=progress and distributed.is_main(), **kw)
     else:

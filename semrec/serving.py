@@ -154,7 +154,7 @@ class Recommender:
 
     popularity_correction: s >= 0 lowers every item's score by s x log of its add-one smoothed training
     popularity share (`semrec.decoding.popularity_bias`; 0: the model's own ranking). Choose it on valid
-    (`benchmarks/popularity_correction.py`)."""
+    (a recipe's `eval.popularity_correction`, which `from_run` then applies)."""
 
     def __init__(self, model, dataset, *, name: str = "", num_beams: int | None = None, batch_size: int = 64,
                  popularity_correction: float = 0.0):
@@ -182,7 +182,9 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, model: str | None = None, device: str = "auto",
                  **kwargs: Any) -> "Recommender":
-        """Load row `model` (e.g. "TIGER+TCA"; default the best test NDCG@10) of a `semrec run` directory."""
+        """Load row `model` (e.g. "TIGER+TCA"; default the best test NDCG@10) of a `semrec run` directory.
+        Unless `popularity_correction` is given, it decodes with the strength that row chose on valid (the
+        recipe's `eval.popularity_correction`; 0 when the recipe had none)."""
         from semrec.data import resolve_dataset
         from semrec.models import load_model
         from semrec.pipeline.cache import StageCache
@@ -205,6 +207,8 @@ class Recommender:
                               f"(fingerprint {dataset_fingerprint(dataset)}, run used {want})")
         net = load_model(stage / "model", device=resolve_device(device))
         StageCache.verify(stage)  # after loading, whose errors are more specific: catches same-size edits too
+        if kwargs.get("popularity_correction") is None:
+            kwargs["popularity_correction"] = float((row.selected_on_valid or {}).get("popularity_correction", 0.0))
         return cls(net, dataset, name=row.name, **kwargs)
 
     def resolve(self, histories: list[list[int | str]]) -> list[list[int]]:

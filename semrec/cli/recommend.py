@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="one history per line, items separated by ' | '")
     p.add_argument("--top-k", type=int, default=10, help="items per history (default 10)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--popularity-correction", type=float, default=0.0, metavar="S",
-                   help="lower each item's score by S x log of its training popularity share (default 0: none)")
+    p.add_argument("--popularity-correction", type=float, default=None, metavar="S",
+                   help="lower each item's score by S x log of its training popularity share (default: the "
+                        "strength the run chose on valid for that row, else 0)")
     p.add_argument("--json", action="store_true", help="print JSON (one list per history)")
     p.set_defaults(func=_recommend)
 
@@ -54,7 +55,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise SemrecError(f"--top-k must be >= 1, got {args.top_k}")
-    if not args.popularity_correction >= 0:
+    if args.popularity_correction is not None and not args.popularity_correction >= 0:
         raise SemrecError(f"--popularity-correction must be >= 0, got {args.popularity_correction}")
     if args.history is not None:
         histories = [[s for s in args.history]]

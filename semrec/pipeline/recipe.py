@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,10 @@ class EvalSpec:
     max_test_rows: int | None = None  # None = the whole test split
     select_on: str = "ndcg@10"  # valid metric that picks a sweep's value
     bf16: bool = False  # decode under bf16 autocast on CUDA or a CPU with native bf16 (semrec.decoding.beam_search)
+    # decoding-time popularity correction strengths s >= 0 (semrec.decoding.popularity_bias: each item's score
+    # lowered by s x log of its training popularity share); with more than [0], each model row's trained model
+    # decodes the whole valid split at every s and the best `select_on` picks it (ties: the smaller s)
+    popularity_correction: list[float] = field(default_factory=lambda: [0.0])
 
 
 @dataclass
@@ -123,6 +128,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             raise SemrecError(f"{where}: tokenizer scheme file '{tok}' not found")
     if not recipe.seeds:
         raise SemrecError(f"{where}: 'seeds' is empty")
+    strengths = recipe.eval.popularity_correction
+    if not strengths or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < math.inf
+                                for s in strengths):
+        raise SemrecError(f"{where}: eval.popularity_correction: expected a non-empty list of finite strengths "
+                          f">= 0, got {strengths!r}")
     return recipe
 
 

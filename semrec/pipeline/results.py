@@ -54,6 +54,7 @@ class ResultRow:
     baseline: str | None = None  # name of the NTP row a TCA row is compared with (same model, IDs, budget)
     selected_on_valid: dict | None = None  # swept values chosen on valid, with their valid metric
     sweep_valid: list | None = None  # every swept value's valid metric
+    correction_valid: list | None = None  # every decoding-time popularity correction's valid metric (recipe eval)
     wall_time_s: float | None = None  # teachers: the teacher stage's compute time
     train_wall_time_s: float | None = None
     eval_wall_time_s: float | None = None

@@ -178,9 +178,12 @@ class Pipeline:
         shutil.rmtree(work, ignore_errors=True)
         return d
 
-    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str) -> tuple[dict, np.ndarray]:
+    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str, popularity_correction: float = 0.0
+                      ) -> tuple[dict, np.ndarray]:
         """The eval stage: metrics of a trained model on `split` (semrec.evaluation.evaluate), cached, and its
-        (E,) target ranks (0 = not in the beam)."""
+        (E,) target ranks (0 = not in the beam); decoded with `popularity_correction` s when s > 0
+        (semrec.decoding.popularity_bias over the training popularity)."""
+        from semrec.decoding import popularity_bias
         from semrec.evaluation import evaluate
         from semrec.models import load_model
 
@@ -191,6 +194,8 @@ class Pipeline:
             config["decode"] = ev.decode
         if ev.bf16:  # only when on: the stage keys of float32 evaluations made before this option stay valid
             config["bf16"] = True
+        if popularity_correction:  # likewise: uncorrected evaluations keep their keys
+            config["popularity_correction"] = float(popularity_correction)
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -198,10 +203,13 @@ class Pipeline:
             device = resolve_device(self.recipe.device)
             model = load_model(model_dir / "model", device=device)
             teacher = self.load_teacher(teacher_dir)
+            bias = (popularity_bias(model.prefix_index(), self.popularity, popularity_correction)
+                    if popularity_correction else None)
             metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
-                                      progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16)
+                                      progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16,
+                                      edge_bias=bias)
             write_json(tmp / "metrics.json", metrics)
             np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 
@@ -301,6 +309,7 @@ class Pipeline:
                 if scheme not in tok_dirs:
                     tok_dirs[scheme] = self.tokenization(scheme)
                 rows.append(self.model_row(spec, scheme, tok_dirs[scheme], teacher_dir, seed, base_ranks, common))
+        new_items = [m.name for m in r.models if train_config(r, m, seed=r.seeds[0]).valid_rows == "new_items"]
         result = {
             "recipe": r.name, "dataset": self.dataset.name, "protocol": self.protocol, "seeds": r.seeds,
             "data": _data_spec(r.data),  # how to reload the dataset (semrec.serving)
@@ -309,6 +318,9 @@ class Pipeline:
             # what the results cost to compute, reused stages included (wall_time_s is this invocation only)
             "compute_time_s": round(sum(self.cache.used.values()), 1), "select_on": r.eval.select_on,
             "decode": r.eval.decode,
+            **({"popularity_correction": r.eval.popularity_correction}
+               if r.eval.popularity_correction != [0.0] else {}),
+            **({"valid_new_items": new_items} if new_items else {}),
             "rows": [row.to_dict() for row in rows],
         }
         result["summary"] = summarize(result["rows"], table_metrics(self.protocol))
@@ -322,7 +334,8 @@ class Pipeline:
 
     def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
                   base_ranks: np.ndarray, common: dict) -> ResultRow:
-        """Train (or reuse) every sweep value of one model row, keep the best on valid, score it on test."""
+        """Train (or reuse) every sweep value of one model row, keep the best on valid, choose its decoding-time
+        popularity correction on valid (when the recipe lists strengths), score it on test."""
         r = self.recipe
         candidates = []
         for sweep in _grid(spec.sweep):
@@ -330,7 +343,13 @@ class Pipeline:
             valid = read_json(mdir / "train.json")["best_valid"]
             candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
         best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
-        metrics, ranks = self.split_metrics(mdir, teacher_dir, "test")
+        chosen, corrections = {}, None
+        if r.eval.popularity_correction != [0.0]:
+            corrections = [{"popularity_correction": float(s), "valid": self.split_metrics(
+                mdir, teacher_dir, "valid", s)[0][r.eval.select_on]} for s in sorted(set(r.eval.popularity_correction))]
+            best = max(corrections, key=lambda c: c["valid"])  # the first maximum: ties go to the smaller s
+            best_valid, chosen = best["valid"], {"popularity_correction": best["popularity_correction"]}
+        metrics, ranks = self.split_metrics(mdir, teacher_dir, "test", chosen.get("popularity_correction", 0.0))
         train_info = read_json(mdir / "train.json")
         tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
         return ResultRow(
@@ -339,8 +358,9 @@ class Pipeline:
             tau=tcfg.tau, **common, seed=seed, metrics={k: v for k, v in metrics.items() if k != "wall_time_s"},
             baseline=baseline_of(r, spec), valid_metric=best_valid if math.isfinite(best_valid) else None,
             vs_mostpop=_vs(ranks, base_ranks),
-            selected_on_valid={**sweep, r.eval.select_on: best_valid} if spec.sweep else None,
+            selected_on_valid={**sweep, **chosen, r.eval.select_on: best_valid} if spec.sweep or chosen else None,
             sweep_valid=[{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
+            correction_valid=corrections,
             train_wall_time_s=train_info["wall_time_s"], train_cpu_time_s=train_info.get("cpu_time_s"),
             train_steps=(train_info.get("history") or [{}])[-1].get("step"), epochs_run=train_info["epochs_run"],
             best_epoch=train_info["best_epoch"], eval_wall_time_s=metrics.get("wall_time_s"), model_stage=mdir.name)
@@ -471,6 +491,13 @@ def results_markdown(result: dict) -> str:
     if result.get("decode") == "exact":
         lines += ["", "Lists: each model's exact top-10 (every catalogue item scored by its log-probability), "
                   "not beam search."]
+    if result.get("popularity_correction"):
+        lines += ["", "Decoding: each model row's score of an item lowered by s x log of its training popularity "
+                  f"share, s chosen per row and seed from {result['popularity_correction']} on the whole valid split "
+                  f"by {select} (ties: the smaller s; values below); its valid column is at that s."]
+    if result.get("valid_new_items"):
+        lines += ["", "Validated on the valid split's new-item rows only (target not in the history: early stopping, "
+                  f"sweeps and the valid column): {', '.join(result['valid_new_items'])}."]
     lines += ["", "coverage@10: share of the catalogue in any top-10 list; distinct_top1: distinct first items "
               "across rows; pop1%@10: share of top-10 slots taken by the 1% most popular items (by training-"
               "target count)."]

@@ -19,7 +19,10 @@ class TrainConfig:
     Toys and Office it did not). tau: softmax temperature of the model's logits in the loss; msl: mask
     logits to the trie-allowed next tokens (MSL; the authors use tau 4.5 with it). Validation each
     `valid_every` epochs with beam search; early stopping on `monitor` (higher is better) after `patience`
-    epochs without improvement.
+    epochs without improvement. valid_rows: "all" validates on every valid row; "new_items" only on rows
+    whose target is not in the history (repeat rows, where a model that recommends the user's own items
+    scores high, can rank models in the opposite order to a test split with fewer of them), so that
+    early stopping and a recipe's sweep choose on those rows.
     """
 
     epochs: int = 20
@@ -52,11 +55,12 @@ class TrainConfig:
     num_beams: int = 10
     eval_batch_size: int = 256
     valid_max_rows: int | None = None
+    valid_rows: Literal["all", "new_items"] = "all"
     log_every: int = 50
     progress: bool = True
 
     # options added after stages were cached: left out of a model stage's key while at these defaults
-    stage_key_omits = {"cf_exclude_history": False}
+    stage_key_omits = {"cf_exclude_history": False, "valid_rows": "all"}
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "valid_every", "num_beams", "eval_batch_size", "log_every")

@@ -24,6 +24,7 @@ import torch
 
 from semrec import distributed
 from semrec.cf.base import check_logits, teacher_name
+from semrec.cf.evaluate import target_in_history
 from semrec.config import config_to_dict
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
@@ -97,6 +98,19 @@ def precompute_teacher_logits(teacher, examples: Examples | ExampleTable, *, his
     for rows in table.batches(batch_size):
         logits = check_logits(teacher.item_logits(table.histories[rows].to(device)).float(), teacher_name(teacher))
         out[rows.numpy()] = logits.cpu().numpy()
+    return out
+
+
+def new_item_rows(valid: Examples | ExampleTable) -> Examples | ExampleTable:
+    """The rows of `valid` whose target is not in the history (an ExampleTable: not in its history columns)."""
+    if isinstance(valid, Examples):
+        keep = np.flatnonzero(~target_in_history(valid))
+        out = valid.subset(keep)
+    else:
+        keep = torch.nonzero(~(valid.histories == valid.targets[:, None]).any(1)).squeeze(1)
+        out = ExampleTable(valid.histories[keep], valid.users[keep], valid.targets[keep])
+    if len(keep) == 0:
+        raise SemrecError("valid_rows 'new_items': every valid row's target is in its history")
     return out
 
 
@@ -220,6 +234,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         hist_len = max(model.max_history, int(getattr(teacher, "max_len", 0) or 0))
         train = train if isinstance(train, ExampleTable) else ExampleTable.from_examples(train, hist_len)
+        if valid is not None and config.valid_rows == "new_items":
+            valid = new_item_rows(valid)
         if valid is not None and not isinstance(valid, ExampleTable):
             valid = ExampleTable.from_examples(valid, hist_len)
         if len(train) == 0:

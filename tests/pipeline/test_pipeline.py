@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
@@ -196,15 +197,65 @@ def test_a_training_option_at_its_neutral_value_keeps_the_cached_stage(tiny):
         run_recipe(recipe, tiny / "run_omit_train", log=logs.append, progress=False)
         return {m.split()[-1] for m in logs if m.startswith("[model]") and ("computing" in m or "reusing" in m)}
 
-    assert TrainConfig.stage_key_omits == {"cf_exclude_history": False}
+    assert TrainConfig.stage_key_omits == {"cf_exclude_history": False, "valid_rows": "all"}
     base = model_stages({})
-    assert model_stages({"cf_exclude_history": False}) == base
+    assert model_stages({"cf_exclude_history": False, "valid_rows": "all"}) == base
     assert model_stages({"cf_exclude_history": True}).isdisjoint(base)
+    assert model_stages({"valid_rows": "new_items"}).isdisjoint(base)
+    assert "Validated on the valid split's new-item rows only" in (tiny / "run_omit_train" / "results.md").read_text()
     key = json.loads((tiny / "run_omit_train" / "stages" / next(iter(base)).split("/")[-1] / "stage.json").read_text())
     assert "cf_exclude_history" not in key["config"]["train"] and key["config"]["train"]["loss"] == "tca"
     recipe = load_recipe(tiny / "recipe.yaml")
     recipe.models[1].train = {**recipe.models[1].train, "cf_exclude_history": True}
     assert baseline_of(recipe, recipe.models[1]) == "T"
+
+
+def test_popularity_correction_is_chosen_on_valid_then_decodes_test(tiny):
+    """eval.popularity_correction: each row's model decodes the whole valid split at every strength (stages of
+    their own), the best valid NDCG@10 picks s (ties: the smaller), test is decoded at it, and serving the row
+    applies it; the trained model and uncorrected evaluations keep their keys."""
+    from semrec.decoding import popularity_bias
+    from semrec.pipeline.run import train_popularity
+    from semrec.serving import Recommender
+
+    out = tiny / "run_popcorr"
+    recipe = load_recipe(tiny / "recipe.yaml", ["eval.popularity_correction=[2, 0.5, 0.5]"])
+    recipe.models = recipe.models[:1]
+    logs = []
+    res = run_recipe(recipe, out, log=logs.append, progress=False)
+    assert [m.split("]")[0] for m in logs if "computing" in m][-3:] == ["[eval-valid", "[eval-valid", "[eval-test"]
+    row = res["rows"][3]
+    tried = row["correction_valid"]
+    assert [c["popularity_correction"] for c in tried] == [0.5, 2.0]
+    best = max(c["valid"] for c in tried)
+    chosen = min(c["popularity_correction"] for c in tried if c["valid"] == best)
+    assert row["selected_on_valid"] == {"popularity_correction": chosen, "ndcg@10": best}
+    assert row["valid_metric"] == best and res["popularity_correction"] == [2, 0.5, 0.5]
+
+    ds = load_dataset(tiny / "data")
+    model = load_model(RunDirectory(out).model_stage(RunDirectory(out).rows[3]) / "model")
+    pop = train_popularity(ds)
+    for c in tried:
+        bias = popularity_bias(model.prefix_index(), pop, c["popularity_correction"])
+        assert evaluate(model, ds.valid, edge_bias=bias)["ndcg@10"] == pytest.approx(c["valid"])
+    bias = popularity_bias(model.prefix_index(), pop, chosen)
+    want = evaluate(model, ds.test, edge_bias=bias, popularity=pop)
+    assert all(row[k] == pytest.approx(want[k]) for k in ("hr@1", "hr@10", "ndcg@10", "coverage@10", "pop1%@10"))
+    assert "chosen per row and seed from [2.0, 0.5, 0.5]" in (out / "results.md").read_text()
+    assert "popularity_correction" in (out / "results.md").read_text()
+    served = Recommender.from_run(out, device="cpu")
+    torch.testing.assert_close(served.edge_bias, bias)
+    assert Recommender.from_run(out, device="cpu", popularity_correction=0.0).edge_bias is None
+
+    # the recipe without the option: the same model stage, one new (uncorrected) test evaluation
+    logs2 = []
+    recipe2 = load_recipe(tiny / "recipe.yaml")
+    recipe2.models = recipe2.models[:1]
+    res2 = run_recipe(recipe2, out, log=logs2.append, progress=False)
+    assert [m.split("]")[0] for m in logs2 if "computing" in m] == ["[eval-test"]
+    assert res2["rows"][3]["selected_on_valid"] is None and "popularity_correction" not in res2
+    keys = [json.loads(p.read_text())["config"] for p in (out / "stages").glob("eval-*/stage.json")]
+    assert sorted(k.get("popularity_correction", 0.0) for k in keys) == sorted([0.5, 2.0, chosen, 0.0])
 
 
 def test_recipe_errors_are_one_line(tiny, capsys):
@@ -222,6 +273,9 @@ def test_recipe_errors_are_one_line(tiny, capsys):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpah: [0.1]}}]"])
     with pytest.raises(SemrecError, match="train.epochs: expected an integer"):
         load_recipe(tiny / "recipe.yaml", ["train={epochs: many}"])
+    for bad in ("[-1]", "[]", "[.nan]", "[0, .inf]"):
+        with pytest.raises(SemrecError, match="eval.popularity_correction: expected a non-empty list of finite"):
+            load_recipe(tiny / "recipe.yaml", [f"eval.popularity_correction={bad}"])
     with pytest.raises(SemrecError, match="eval.decode: .*'greedy'"):
         load_recipe(tiny / "recipe.yaml", ["eval.decode=greedy"])
     with pytest.raises(SemrecError, match="model 'x': examples 'all': expected one of auto, rows, prefixes"):

@@ -224,3 +224,24 @@ def test_cf_exclude_history_gives_the_loss_no_teacher_score_on_history_items(mon
             if i >= 0:
                 ref[b, i] = float("-inf")
     assert torch.equal(runs[True], ref) and bool(ref.isinf().any())
+
+
+def test_valid_rows_new_items_validates_on_the_rows_whose_target_is_not_in_the_history():
+    from semrec.data.dataset import Examples
+    from semrec.evaluation import evaluate
+    from semrec.training.trainer import new_item_rows
+
+    off = VALID.hist_offsets
+    repeat = np.array([VALID.targets[i] in VALID.hist_items[off[i]:off[i + 1]] for i in range(len(VALID))])
+    assert 0 < repeat.sum() < len(VALID)
+    sub = new_item_rows(VALID)
+    assert np.array_equal(sub.targets, VALID.targets[~repeat]) and np.array_equal(sub.users, VALID.users[~repeat])
+    table = new_item_rows(ExampleTable.from_examples(VALID, 8))  # every history fits in 8 columns
+    assert torch.equal(table.targets, torch.from_numpy(VALID.targets[~repeat]))
+
+    model = build_model("tiger", TOK, TIGER_TINY, seed=0)
+    res = Trainer(model, TrainConfig(epochs=1, **FAST, monitor="hr@10", valid_rows="new_items"), TRAIN,
+                  valid=VALID).fit()
+    assert res.best_metric == evaluate(model, sub, num_beams=10, batch_size=32)["hr@10"]
+    with pytest.raises(SemrecError, match="valid_rows 'new_items': every valid row's target is in its history"):
+        new_item_rows(Examples.from_lists([0, 1], [[3, 4], [5]], [4, 5]))
