@@ -78,7 +78,8 @@ def compare(model, table: ExampleTable, popularity, *, beams: int = 10, batch_si
 
 
 def load_row_model(run: RunDirectory, row, dataset):
-    """(model stage, model) of a generative result row, its stage verified and trained on `dataset` as it is now."""
+    """(model stage, model) of a generative result row, its stage verified and trained on `dataset` as it is now.
+    The model alone: a popularity correction its recipe chose on valid (`selected_on_valid`) is not applied."""
     stage = run.model_stage(row)
     want = read_json(stage / "stage.json").get("inputs", {}).get("data")
     if want is not None and want != dataset_fingerprint(dataset):
