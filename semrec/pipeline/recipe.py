@@ -59,7 +59,8 @@ class EvalSpec:
     bf16: bool = False  # decode under bf16 autocast on CUDA or a CPU with native bf16 (semrec.decoding.beam_search)
     # decoding-time popularity correction strengths s >= 0 (semrec.decoding.popularity_bias: each item's score
     # lowered by s x log of its training popularity share); with more than [0], each model row's trained model
-    # decodes the whole valid split at every s and the best `select_on` picks it (ties: the smaller s)
+    # decodes the valid split (the rows its training selected on: train.valid_rows) at every s and the best
+    # `select_on` picks it (ties: the smaller s)
     popularity_correction: list[float] = field(default_factory=lambda: [0.0])
 
 
@@ -129,8 +130,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not recipe.seeds:
         raise SemrecError(f"{where}: 'seeds' is empty")
     strengths = recipe.eval.popularity_correction
-    if not strengths or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < math.inf
-                                for s in strengths):
+    if not strengths or not all(0 <= s < math.inf for s in strengths):  # load_config checked they are numbers
         raise SemrecError(f"{where}: eval.popularity_correction: expected a non-empty list of finite strengths "
                           f">= 0, got {strengths!r}")
     return recipe

@@ -178,14 +178,16 @@ class Pipeline:
         shutil.rmtree(work, ignore_errors=True)
         return d
 
-    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str, popularity_correction: float = 0.0
-                      ) -> tuple[dict, np.ndarray]:
+    def split_metrics(self, model_dir: Path, teacher_dir: Path, split: str, popularity_correction: float = 0.0,
+                      new_items: bool = False) -> tuple[dict, np.ndarray]:
         """The eval stage: metrics of a trained model on `split` (semrec.evaluation.evaluate), cached, and its
         (E,) target ranks (0 = not in the beam); decoded with `popularity_correction` s when s > 0
-        (semrec.decoding.popularity_bias over the training popularity)."""
+        (semrec.decoding.popularity_bias over the training popularity); `new_items`: on the split's rows whose
+        target is not in the history only (semrec.training.trainer.new_item_rows)."""
         from semrec.decoding import popularity_bias
         from semrec.evaluation import evaluate
         from semrec.models import load_model
+        from semrec.training.trainer import new_item_rows
 
         ev = self.recipe.eval
         config = {"split": split, "num_beams": ev.num_beams, "batch_size": ev.batch_size,
@@ -196,6 +198,8 @@ class Pipeline:
             config["bf16"] = True
         if popularity_correction:  # likewise: uncorrected evaluations keep their keys
             config["popularity_correction"] = float(popularity_correction)
+        if new_items:
+            config["rows"] = "new_items"
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -205,7 +209,10 @@ class Pipeline:
             teacher = self.load_teacher(teacher_dir)
             bias = (popularity_bias(model.prefix_index(), self.popularity, popularity_correction)
                     if popularity_correction else None)
-            metrics, ranks = evaluate(model, self.dataset.splits[split], teacher=teacher, protocol=self.protocol,
+            examples = self.dataset.splits[split]
+            if new_items:
+                examples = new_item_rows(examples)
+            metrics, ranks = evaluate(model, examples, teacher=teacher, protocol=self.protocol,
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
                                       progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16,
@@ -343,15 +350,16 @@ class Pipeline:
             valid = read_json(mdir / "train.json")["best_valid"]
             candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
         best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
+        tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
         chosen, corrections = {}, None
-        if r.eval.popularity_correction != [0.0]:
-            corrections = [{"popularity_correction": float(s), "valid": self.split_metrics(
-                mdir, teacher_dir, "valid", s)[0][r.eval.select_on]} for s in sorted(set(r.eval.popularity_correction))]
+        if r.eval.popularity_correction != [0.0]:  # on the valid rows training selected on
+            corrections = [{"popularity_correction": s, "valid": self.split_metrics(
+                mdir, teacher_dir, "valid", s, new_items=tcfg.valid_rows == "new_items")[0][r.eval.select_on]}
+                for s in sorted(set(r.eval.popularity_correction))]
             best = max(corrections, key=lambda c: c["valid"])  # the first maximum: ties go to the smaller s
             best_valid, chosen = best["valid"], {"popularity_correction": best["popularity_correction"]}
         metrics, ranks = self.split_metrics(mdir, teacher_dir, "test", chosen.get("popularity_correction", 0.0))
         train_info = read_json(mdir / "train.json")
-        tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
         return ResultRow(
             name=spec.name, model=spec.model, tokenizer=Path(scheme).stem,
             loss=tcfg.loss + ("+msl" if tcfg.msl else ""), alpha=tcfg.alpha if tcfg.loss == "tca" else None,
@@ -493,8 +501,8 @@ def results_markdown(result: dict) -> str:
                   "not beam search."]
     if result.get("popularity_correction"):
         lines += ["", "Decoding: each model row's score of an item lowered by s x log of its training popularity "
-                  f"share, s chosen per row and seed from {result['popularity_correction']} on the whole valid split "
-                  f"by {select} (ties: the smaller s; values below); its valid column is at that s."]
+                  f"share, s chosen per row and seed from {result['popularity_correction']} on the valid rows it "
+                  f"selects on, by {select} (ties: the smaller s; values below); its valid column is at that s."]
     if result.get("valid_new_items"):
         lines += ["", "Validated on the valid split's new-item rows only (target not in the history: early stopping, "
                   f"sweeps and the valid column): {', '.join(result['valid_new_items'])}."]

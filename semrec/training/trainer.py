@@ -104,14 +104,14 @@ def precompute_teacher_logits(teacher, examples: Examples | ExampleTable, *, his
 def new_item_rows(valid: Examples | ExampleTable) -> Examples | ExampleTable:
     """The rows of `valid` whose target is not in the history (an ExampleTable: not in its history columns)."""
     if isinstance(valid, Examples):
-        keep = np.flatnonzero(~target_in_history(valid))
-        out = valid.subset(keep)
+        new = ~target_in_history(valid)
     else:
-        keep = torch.nonzero(~(valid.histories == valid.targets[:, None]).any(1)).squeeze(1)
-        out = ExampleTable(valid.histories[keep], valid.users[keep], valid.targets[keep])
-    if len(keep) == 0:
+        new = ~(valid.histories == valid.targets[:, None]).any(1)
+    if not new.any():
         raise SemrecError("valid_rows 'new_items': every valid row's target is in its history")
-    return out
+    if isinstance(valid, Examples):
+        return valid.subset(np.flatnonzero(new))
+    return ExampleTable(valid.histories[new], valid.users[new], valid.targets[new])
 
 
 class GenerativeTask(TrainingTask):

@@ -257,6 +257,20 @@ def test_popularity_correction_is_chosen_on_valid_then_decodes_test(tiny):
     keys = [json.loads(p.read_text())["config"] for p in (out / "stages").glob("eval-*/stage.json")]
     assert sorted(k.get("popularity_correction", 0.0) for k in keys) == sorted([0.5, 2.0, chosen, 0.0])
 
+    # a row selecting on valid's new-item rows chooses s on those rows too
+    from semrec.training.trainer import new_item_rows
+
+    recipe3 = load_recipe(tiny / "recipe.yaml", ["eval.popularity_correction=[0, 2]", "train.valid_rows=new_items"])
+    recipe3.models = recipe3.models[:1]
+    row3 = run_recipe(recipe3, out, log=lambda m: None, progress=False)["rows"][3]
+    model3 = load_model(RunDirectory(out).model_stage(RunDirectory(out).rows[3]) / "model")
+    for c in row3["correction_valid"]:
+        s3 = c["popularity_correction"]
+        bias = popularity_bias(model3.prefix_index(), pop, s3) if s3 else None
+        assert evaluate(model3, new_item_rows(ds.valid), edge_bias=bias)["ndcg@10"] == pytest.approx(c["valid"])
+    keys = [json.loads(p.read_text())["config"] for p in (out / "stages").glob("eval-valid-*/stage.json")]
+    assert sum(k.get("rows") == "new_items" for k in keys) == 2  # its own valid stages, at s = 0 and 2
+
 
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
