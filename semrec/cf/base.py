@@ -68,6 +68,8 @@ class CFTeacher(nn.Module):
     # consecutive windows of one sequence overlap by `window_overlap` items
     window_extra: ClassVar[int] = 1
     window_overlap: ClassVar[int] = 1
+    # whether `training_pairs` are next-item pairs that can leave out repeated targets (`new_items`)
+    next_item_pairs: ClassVar[bool] = True
 
     def __init__(self, num_items: int, config: Any) -> None:
         super().__init__()
@@ -140,18 +142,21 @@ class CFTeacher(nn.Module):
     def encode(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None, *,
+                       new_items: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, W) 0-based windows (-1 left padding) -> (hidden (M, d), targets (M,) 0-based):
         the states and the items they must predict, only at positions that have a real target.
 
         Default (causal models): next-item pairs at every position, input = window[:, :-1],
-        target = window[:, 1:]. Bidirectional models (BERT4Rec) override it."""
+        target = window[:, 1:]. `new_items` leaves out the pairs whose target is among the items read
+        at that position (a repeat). Bidirectional models (BERT4Rec) override it."""
         windows = windows.to(self.item_emb.weight.device)
         inp, tgt = windows[:, :-1], windows[:, 1:]
         ids = torch.where(inp >= 0, inp + 1, torch.zeros_like(inp))
         hidden = self.encode(ids)
         keep = (inp >= 0) & (tgt >= 0)
+        if new_items:
+            keep &= ~repeated_targets(inp, tgt)
         return hidden[keep], tgt[keep]
 
     # ---- save / load -----------------------------------------------------------------------------
@@ -232,6 +237,15 @@ def check_logits(logits: torch.Tensor, source: str) -> torch.Tensor:
 def teacher_name(teacher: Any) -> str:
     """How errors name a teacher: "CF teacher 'sasrec'"."""
     return f"CF teacher '{getattr(teacher, 'name', None) or type(teacher).__name__}'"
+
+
+def repeated_targets(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, T) inputs and (B, T) next-item targets (0-based, -1 = padding) -> (B, T) bool: whether
+    targets[b, t] is among inputs[b, :t + 1], the items read before predicting it."""
+    t = inputs.shape[1]
+    read = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()  # (target pos, input pos)
+    same = inputs[:, None, :] == targets[:, :, None]
+    return (same & read).any(-1) & (targets >= 0)
 
 
 def trim_left_padding(ids: torch.Tensor) -> torch.Tensor:

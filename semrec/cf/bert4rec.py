@@ -16,6 +16,7 @@ from torch import nn
 from semrec.cf.base import CFTeacher, positions_from_start, register_teacher
 from semrec.cf.layers import Encoder
 from semrec.cf.sasrec import init_weights
+from semrec.errors import SemrecError
 
 
 @dataclass
@@ -50,6 +51,7 @@ class BERT4Rec(CFTeacher):
     config_class = BERT4RecConfig
     window_extra = 0  # windows of max_len items, masked in place
     window_overlap = 0
+    next_item_pairs = False  # cloze pairs: `new_items` does not apply
 
     def __init__(self, num_items: int, config: BERT4RecConfig | None = None) -> None:
         super().__init__(num_items, config or BERT4RecConfig())
@@ -77,8 +79,11 @@ class BERT4Rec(CFTeacher):
         masked = torch.cat([ids, torch.full_like(ids[:, :1], self.mask_id)], dim=1)
         return self.encode(masked)[:, -1]
 
-    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None):
+    def training_pairs(self, windows: torch.Tensor, generator: torch.Generator | None = None, *,
+                       new_items: bool = False):
         """Cloze pairs: the states at masked positions and the items that were masked."""
+        if new_items:
+            raise SemrecError(f"{self.name}: new_items needs next-item training pairs (sasrec, gru4rec)")
         device = self.item_emb.weight.device
         windows = windows.to(device)
         real = windows >= 0

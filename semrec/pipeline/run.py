@@ -83,7 +83,7 @@ class Pipeline:
         klass = TEACHERS[model_name]
         mcfg = load_config(klass.config_class, model_cfg, name=f"teacher {model_name} config")
         tcfg = load_config(TeacherTrainConfig, train_cfg, name=f"teacher {model_name} train")
-        config = {"model": model_name, "config": dataclasses.asdict(mcfg), "train": dataclasses.asdict(tcfg)}
+        config = {"model": model_name, "config": dataclasses.asdict(mcfg), "train": _stage_key(tcfg)}
         work = self.out / "checkpoints" / f"teacher-{model_name}-{seed}"
 
         def build(tmp: Path) -> None:

@@ -8,7 +8,9 @@ with `include_valid`; the test split is never read). In short:
 - protocol T: the 10,000 train rows, each history of 10 + target as one 11-item sequence, every
   position (10 targets per row); valid/test histories are not used.
 With `include_valid=True` (a final test-time teacher), valid rows are added, no model selection is
-done, and training runs exactly `epochs` epochs (take the best epoch of a selection run).
+done, and training runs exactly `epochs` epochs (take the best epoch of a selection run). With
+`new_items=True` a next-item teacher skips the pairs whose target it has just read (repeats), so it learns
+to rank the items a user has not seen: the distribution a student asks for with `cf_exclude_history`.
 
 Only positions that carry a real target are scored: the trainer cuts sequences into windows,
 groups windows of similar length (each batch holds about `batch_size` windows' worth of targets),
@@ -56,7 +58,12 @@ class TeacherTrainConfig:
     eval_batch_size: int = 1024
     exclude_history: bool = False  # remove history items from the ranking at evaluation
     include_valid: bool = False  # also train on valid rows (no selection; fixed epochs)
+    # train only on the next-item pairs whose target is not among the items read before it: a teacher of
+    # new items (for repeat-heavy data whose students distill with `cf_exclude_history`); next-item teachers
+    new_items: bool = False
     seed: int = 0
+
+    stage_key_omits = {"new_items": False}
 
     def __post_init__(self) -> None:
         for k in ("epochs", "batch_size", "num_negatives", "patience", "eval_every", "eval_batch_size"):
@@ -123,7 +130,7 @@ class _PairLoss(torch.nn.Module):
 
     def forward(self, windows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
         if windows.shape[0]:
-            hidden, targets = self.model.training_pairs(windows, generator)
+            hidden, targets = self.model.training_pairs(windows, generator, new_items=self.cfg.new_items)
             if targets.numel():
                 return loss_fn(self.model, hidden, targets, self.cfg, generator), targets.numel()
         return sum(p.sum() for p in self.model.parameters()) * 0.0, 0
@@ -146,6 +153,8 @@ class TeacherTask(TrainingTask):
         self.n_targets = sequences.window_lengths(self.windows) - model.window_overlap
         if len(self.windows) == 0:
             raise SemrecError(f"dataset {dataset.name}: no training sequence has two or more items")
+        if cfg.new_items and not model.next_item_pairs:
+            raise SemrecError(f"{model.name}: new_items needs a next-item teacher (sasrec, gru4rec)")
         self.monitor, self.validates = cfg.metric, not cfg.include_valid
         if self.validates and len(dataset.valid) == 0:
             raise SemrecError(f"dataset {dataset.name}: the valid split is empty; early stopping needs it "

@@ -115,6 +115,49 @@ def test_sasrec_training_states_equal_inference_on_prefixes():
             assert torch.allclose(hidden[t], model.user_states(prefix)[0], atol=1e-5)
 
 
+def test_new_items_drops_exactly_the_repeated_targets():
+    model = build("sasrec")
+    windows = torch.tensor([[-1, 4, 9, 4, 7, 9, 7], [3, 3, 5, 6, 2, 8, 5]])
+    with torch.no_grad():
+        h_all, t_all = model.training_pairs(windows)
+        h_new, t_new = model.training_pairs(windows, new_items=True)
+    keep = []  # naive reference: a target is kept unless it occurs among the items before it
+    for row in windows.tolist():
+        for t in range(1, len(row)):
+            if row[t - 1] >= 0:
+                keep.append(row[t] not in row[:t])
+    keep = torch.tensor(keep)
+    assert t_new.tolist() == t_all[keep].tolist() == [9, 7, 5, 6, 2, 8]
+    assert torch.equal(h_new, h_all[keep])
+
+
+def test_new_items_needs_a_next_item_teacher(pattern_ds):
+    with pytest.raises(SemrecError, match="new_items needs a next-item teacher"):
+        train_teacher(build("bert4rec"), pattern_ds, TeacherTrainConfig(epochs=1, new_items=True, ks=(10,)),
+                      progress=False)
+    with pytest.raises(SemrecError, match="new_items"):
+        build("bert4rec").training_pairs(torch.tensor([[1, 2, 3]]), new_items=True)
+
+
+def test_new_items_teacher_learns_not_to_repeat():
+    """Sequences a, a+1, a+2, a: a plain teacher learns the final repeat; a new-item teacher never sees it as
+    a target and ranks the first item read below most items."""
+    seqs = [[a, (a + 1) % N, (a + 2) % N, a] for a in range(N) for _ in range(8)]
+    ex = Examples.from_lists(list(range(len(seqs))), [s[:-1] for s in seqs], [s[-1] for s in seqs])
+    ds = make_dataset(ex, ex, ex)
+    hist = torch.tensor([s[:-1] for s in seqs[::8]])
+    ranks = {}
+    for new_items in (False, True):
+        model = TEACHERS["sasrec"](N, SMALL["sasrec"])
+        train_teacher(model, ds, TeacherTrainConfig(epochs=8, batch_size=16, lr=0.005, ks=(10,), patience=10,
+                                                    new_items=new_items), progress=False)
+        with torch.no_grad():
+            logits = model.eval().item_logits(hist)
+        first = logits.gather(1, hist[:, :1])[:, 0]
+        ranks[new_items] = float((logits > first[:, None]).sum(1).float().mean())
+    assert ranks[False] < 3 < ranks[True] - 2
+
+
 def test_bert4rec_masks_only_real_positions():
     model = build("bert4rec").train()
     g = torch.Generator().manual_seed(0)
