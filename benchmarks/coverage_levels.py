@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from beam_vs_exact import add_run_argument, load_row_model, open_run, produced_by, record
-from semrec.artifacts import read_json
 from semrec.cf.base import CFTeacher
 from semrec.cf.evaluate import teacher_top_lists
 from semrec.data.examples import ExampleTable
@@ -78,13 +77,6 @@ def level_figures(lists: torch.Tensor, targets: np.ndarray, level1: np.ndarray, 
             "in_cluster_pct": float(percentile[items[filled]].mean())}
 
 
-def teacher_stage(run: RunDirectory, seed: int) -> Path:
-    found = [d for d in run.stages("teacher") if read_json(d / "stage.json")["config"]["train"].get("seed") == seed]
-    if len(found) != 1:
-        raise SemrecError(f"{run.path}: {len(found)} teacher stages of seed {seed}, expected one")
-    return found[0]
-
-
 def run_lists(run_dir: str, results_name: str, *, seed: int, rows: int | None, names: list[str] | None):
     """(run facts, entry) per list set: MostPop, the teacher, then the generative rows of `seed`."""
     run, dataset, picked, facts = open_run(run_dir, results_name, seeds=[seed], names=names)
@@ -102,7 +94,7 @@ def run_lists(run_dir: str, results_name: str, *, seed: int, rows: int | None, n
              "targets_in_cluster_pct": float(percentile[targets].mean())}
     yield facts, {"model": "MostPop", **level_figures(most_popular_lists(popularity, len(test), K), targets, level1,
                                                       percentile, popularity)}
-    tdir = teacher_stage(run, seed)
+    tdir = run.teacher_stage(seed)
     StageCache.verify(tdir)
     teacher = CFTeacher.from_pretrained(tdir / "teacher").eval()
     yield facts, {"model": "SASRec", "seed": seed, "stage": tdir.name,

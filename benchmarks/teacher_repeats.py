@@ -128,16 +128,13 @@ def run_first_codes(run: RunDirectory) -> torch.Tensor:
 
 
 def seed_teachers(run: RunDirectory, dataset, seeds: list[int]) -> dict[int, CFTeacher]:
-    """The run's teacher of each seed, trained on `dataset` as it is now."""
+    """The teacher of each seed that the run's results distilled, checked to be trained on `dataset` as it is now."""
     want, found = dataset_fingerprint(dataset), {}
-    for stage in run.stages("teacher"):
-        meta = read_json(stage / "stage.json")
-        seed = meta.get("config", {}).get("train", {}).get("seed")
-        if seed in seeds and meta.get("inputs", {}).get("data") == want and seed not in found:
-            found[seed] = CFTeacher.from_pretrained(stage / "teacher").eval()
-    missing = sorted(set(seeds) - set(found))
-    if missing:
-        raise SemrecError(f"{run.path}: no teacher of seed(s) {missing} trained on {dataset.name} as it is now")
+    for seed in seeds:
+        stage = run.teacher_stage(seed)
+        if read_json(stage / "stage.json").get("inputs", {}).get("data") != want:
+            raise SemrecError(f"{stage}: the teacher of seed {seed} was not trained on {dataset.name} as it is now")
+        found[seed] = CFTeacher.from_pretrained(stage / "teacher").eval()
     return found
 
 

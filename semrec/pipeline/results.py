@@ -135,6 +135,25 @@ class RunDirectory:
         root = self.path / STAGES_DIR
         return sorted(p for p in root.glob(f"{kind}-*") if (p / STAGE_MARKERS[kind]).is_file())
 
+    def teacher_stage(self, seed: int) -> Path:
+        """The teacher stage of `seed` that this result's models distilled (the teacher named in the inputs of
+        its rows' model stages); without such a row, the directory's one teacher stage of that seed."""
+        keys = set()
+        for row in self.generative_rows:
+            if row.seed == seed and row.model_stage:
+                st = self.path / STAGES_DIR / row.model_stage / STAGE_FILE
+                if st.is_file() and read_json(st).get("inputs", {}).get("teacher"):
+                    keys.add(read_json(st)["inputs"]["teacher"])
+        if keys:
+            found = [self.path / STAGES_DIR / f"teacher-{k}" for k in sorted(keys)]
+        else:
+            found = [d for d in self.stages("teacher")
+                     if read_json(d / STAGE_FILE).get("config", {}).get("train", {}).get("seed") == seed]
+        if len(found) != 1 or not (found[0] / STAGE_MARKERS["teacher"]).is_file():
+            raise SemrecError(f"{self.path}: cannot tell the teacher stage of seed {seed} "
+                              f"({len(found)} candidates, or its directory is gone)")
+        return found[0]
+
     def model_stage(self, row: ResultRow) -> Path:
         """The model stage that produced `row` (recorded in the row, or matched by its stage config)."""
         if row.model_stage:

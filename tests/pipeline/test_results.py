@@ -92,3 +92,25 @@ def test_run_directory_reads_another_results_file_of_its_stages(tmp_path):
     assert [r.name for r in RunDirectory(tmp_path).rows] == ["Decoder"]
     with pytest.raises(SemrecError, match="missing.json: no such file"):
         RunDirectory(tmp_path, results=tmp_path / "missing.json")
+
+
+def test_teacher_stage_is_the_one_the_results_distilled(tmp_path):
+    """Two recipes' teachers of one seed share a run directory: each result finds the teacher its TCA models
+    read, not whichever comes first by name."""
+    stages = tmp_path / "stages"
+    for key, new_items in (("aaa", False), ("bbb", True)):
+        (stages / f"teacher-{key}").mkdir(parents=True)
+        (stages / f"teacher-{key}" / "train_log.jsonl").write_text("")
+        write_json(stages / f"teacher-{key}" / "stage.json",
+                   {"key": key, "config": {"train": {"seed": 0, "new_items": new_items}}, "inputs": {}})
+    for model, teacher in (("model-plain", None), ("model-tca", "bbb")):
+        (stages / model / "model").mkdir(parents=True)
+        write_json(stages / model / "stage.json", {"inputs": {"teacher": teacher} if teacher else {}})
+    write_json(tmp_path / "results.json", {"rows": [_row("TIGER", "ntp", model_stage="model-plain"),
+                                                    _row("TIGER+TCA", "tca", model_stage="model-tca")]})
+    assert RunDirectory(tmp_path).teacher_stage(0) == stages / "teacher-bbb"
+    write_json(tmp_path / "ntp.json", {"rows": [_row("TIGER", "ntp", model_stage="model-plain")]})
+    with pytest.raises(SemrecError, match="cannot tell the teacher stage of seed 0 \\(2 candidates"):
+        RunDirectory(tmp_path, results=tmp_path / "ntp.json").teacher_stage(0)
+    with pytest.raises(SemrecError, match="seed 1 \\(0 candidates"):
+        RunDirectory(tmp_path).teacher_stage(1)
