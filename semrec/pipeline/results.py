@@ -20,7 +20,7 @@ from typing import Any
 
 from semrec.artifacts import read_json
 from semrec.errors import SemrecError
-from semrec.pipeline.cache import STAGE_FILE
+from semrec.pipeline.cache import STAGE_FILE, StageCache
 
 RESULTS_FILE = "results.json"
 STAGES_DIR = "stages"
@@ -140,12 +140,13 @@ class RunDirectory:
         its rows' model stages); without such a row, the directory's one teacher stage of that seed."""
         keys = set()
         for row in self.generative_rows:
-            if row.seed == seed and row.model_stage:
-                st = self.path / STAGES_DIR / row.model_stage / STAGE_FILE
-                if st.is_file() and read_json(st).get("inputs", {}).get("teacher"):
-                    keys.add(read_json(st)["inputs"]["teacher"])
+            st = self.path / STAGES_DIR / str(row.model_stage) / STAGE_FILE
+            if row.seed == seed and row.model_stage and st.is_file():
+                keys.add(read_json(st).get("inputs", {}).get("teacher"))
+        keys.discard(None)
         if keys:
-            found = [self.path / STAGES_DIR / f"teacher-{k}" for k in sorted(keys)]
+            cache = StageCache(self.path / STAGES_DIR)
+            found = [cache.path("teacher", k) for k in sorted(keys)]
         else:
             found = [d for d in self.stages("teacher")
                      if read_json(d / STAGE_FILE).get("config", {}).get("train", {}).get("seed") == seed]
