@@ -140,9 +140,10 @@ class RunDirectory:
         its rows' model stages); without such a row, the directory's one teacher stage of that seed."""
         keys = set()
         for row in self.generative_rows:
-            st = self.path / STAGES_DIR / str(row.model_stage) / STAGE_FILE
-            if row.seed == seed and row.model_stage and st.is_file():
-                keys.add(read_json(st).get("inputs", {}).get("teacher"))
+            if row.seed == seed and row.model_stage:
+                st = self.path / STAGES_DIR / row.model_stage / STAGE_FILE
+                if st.is_file():
+                    keys.add(read_json(st).get("inputs", {}).get("teacher"))
         keys.discard(None)
         if keys:
             cache = StageCache(self.path / STAGES_DIR)

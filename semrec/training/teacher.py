@@ -245,9 +245,12 @@ def train_teacher(
     run = TrainingLoop(task, loop, device=dev, run_dir=checkpoint_dir).run()
     state = run.state
     best_epoch = state["best_epoch"] + 1 if task.validates else state["epoch"] + 1
+    num_targets = int(task.n_targets.sum())
+    if cfg.new_items:  # the repeats are left out when the pairs are made: count what an epoch trained on
+        num_targets = next((h["train_targets"] for h in run.history if "train_targets" in h), num_targets)
     return TeacherTrainResult(best_epoch=best_epoch, epochs_run=state["epoch"] + 1,
                               best_valid=state["best_valid"] or {}, history=run.history, wall_time_s=run.wall_time_s,
-                              num_windows=len(task.windows), num_targets=int(task.n_targets.sum()),
+                              num_windows=len(task.windows), num_targets=num_targets,
                               num_sequences=len(task.sequences))
 
 

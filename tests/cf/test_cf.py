@@ -146,16 +146,18 @@ def test_new_items_teacher_learns_not_to_repeat():
     ex = Examples.from_lists(list(range(len(seqs))), [s[:-1] for s in seqs], [s[-1] for s in seqs])
     ds = make_dataset(ex, ex, ex)
     hist = torch.tensor([s[:-1] for s in seqs[::8]])
-    ranks = {}
+    ranks, targets = {}, {}
     for new_items in (False, True):
-        model = TEACHERS["sasrec"](N, SMALL["sasrec"])
-        train_teacher(model, ds, TeacherTrainConfig(epochs=8, batch_size=16, lr=0.005, ks=(10,), patience=10,
-                                                    new_items=new_items), progress=False)
+        model = build("sasrec")
+        res = train_teacher(model, ds, TeacherTrainConfig(epochs=8, batch_size=16, lr=0.005, ks=(10,), patience=10,
+                                                          new_items=new_items), progress=False)
+        targets[new_items] = res.num_targets
         with torch.no_grad():
             logits = model.eval().item_logits(hist)
         first = logits.gather(1, hist[:, :1])[:, 0]
         ranks[new_items] = float((logits > first[:, None]).sum(1).float().mean())
     assert ranks[False] < 3 < ranks[True] - 2
+    assert (targets[False], targets[True]) == (3 * len(seqs), 2 * len(seqs))  # the repeats were not trained on
 
 
 def test_bert4rec_masks_only_real_positions():

@@ -114,3 +114,6 @@ def test_teacher_stage_is_the_one_the_results_distilled(tmp_path):
         RunDirectory(tmp_path, results=tmp_path / "ntp.json").teacher_stage(0)
     with pytest.raises(SemrecError, match="seed 1 \\(0 candidates"):
         RunDirectory(tmp_path).teacher_stage(1)
+    (stages / "teacher-bbb" / "train_log.jsonl").unlink()  # the distilled teacher's stage is unfinished
+    with pytest.raises(SemrecError, match="seed 0 \\(1 candidates, or its directory is gone"):
+        RunDirectory(tmp_path).teacher_stage(0)
