@@ -140,13 +140,15 @@ def teachers(results: list[dict]) -> list[dict]:
     their seeds), BERT4Rec from cf_teachers.json (seed 0) when present."""
     rows = most_popular(results)
     for ds in dict.fromkeys(r["dataset"] for r in results):
-        vals: dict[int, dict] = {}
+        by_label: dict[str, dict[int, dict]] = {}  # "SASRec" or "SASRec, history excluded" (how it was scored)
         for res in results:
             if res["dataset"] == ds:
-                vals.update({r.seed: r.metrics for r in rows_of(res, res["recipe"]) if r.model == "sasrec"})
-        if vals:
+                for r in rows_of(res, res["recipe"]):
+                    if r.model == "sasrec":
+                        by_label.setdefault(r.name, {})[r.seed] = r.metrics
+        for label, vals in by_label.items():
             n, h = mean_std([v["ndcg@10"] for v in vals.values()]), mean_std([v["hr@10"] for v in vals.values()])
-            rows.append({"dataset": ds, "model": "SASRec", "seeds": sorted(vals), "ndcg@10": n, "hr@10": h,
+            rows.append({"dataset": ds, "model": label, "seeds": sorted(vals), "ndcg@10": n, "hr@10": h,
                          "source": "recipe runs"})
     cf = RESULTS / "cf_teachers.json"
     if cf.exists():

@@ -33,6 +33,7 @@ from semrec.errors import SemrecError
 from semrec.data.examples import ExampleTable
 from semrec.metrics import collaborative_consistency, list_diagnostics, rank_metrics
 from semrec.runtime import describe_machine
+from semrec.tca import exclude_history
 
 PROTOCOL_KS = {"T": (1, 3, 5, 10), "P": (5, 10)}
 DECODE_MODES = ("beam", "exact")
@@ -64,11 +65,13 @@ def _length_order(model, table: ExampleTable) -> torch.Tensor:
 def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | None = None,
              batch_size: int = 256, constrained: bool = True, renormalize: bool = False,
              temperature: float = 1.0, teacher=None, progress: bool = False, decode: str = "beam",
-             bf16: bool = False, edge_bias: torch.Tensor | None = None) -> dict[str, Any]:
+             bf16: bool = False, edge_bias: torch.Tensor | None = None,
+             teacher_exclude_history: bool = False) -> dict[str, Any]:
     """Beam-search every row of `table` (batches of rows of similar history length: `_length_order`;
     `decode="exact"`: the exact top-`top_k` lists, `num_beams` and `constrained` unused). Returns CPU tensors
     `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a teacher, `teacher_matches`:
-    rows whose generated top-1 is the teacher's top-1. bf16: see `beam_search` (beam search only). edge_bias:
+    rows whose generated top-1 is the teacher's top-1 (among the items not in the row's history when
+    `teacher_exclude_history`: a teacher ranked without the history, as it was scored). bf16: see `beam_search` (beam search only). edge_bias:
     (E,) scores added along the trie's edges in either decoding (`semrec.decoding.popularity_bias`)."""
     from tqdm.auto import tqdm
 
@@ -94,6 +97,8 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
         scores.append(out.scores.cpu())
         if teacher is not None:
             t_logits = check_logits(teacher.item_logits(batch.histories), teacher_name(teacher))
+            if teacher_exclude_history:
+                t_logits = exclude_history(t_logits, table.histories[rows])
             t_top1 = canonical[t_logits.argmax(1).to(canonical.device)]
             matches.append(round(collaborative_consistency(out.items[:, 0], t_top1) * len(rows)))  # a count
     if was_training:
@@ -145,10 +150,11 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
              ks: tuple[int, ...] | None = None, num_beams: int = 10, batch_size: int = 256,
              constrained: bool = True, renormalize: bool | None = None, temperature: float | None = None,
              max_rows: int | None = None, popularity=None, progress: bool = False, return_ranks: bool = False,
-             decode: str = "beam", bf16: bool = False, edge_bias: torch.Tensor | None = None
-             ) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+             decode: str = "beam", bf16: bool = False, edge_bias: torch.Tensor | None = None,
+             teacher_exclude_history: bool = False) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on `examples` (targets required): rank metrics at `ks` (default by protocol),
-    `cc` (with a teacher), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
+    `cc` (with a teacher; against its top-1 among the items not in the history when `teacher_exclude_history`,
+    for a teacher scored that way), the list diagnostics (`coverage@K`, `distinct_top1`, `pop1%@K` when item
     `popularity` (N,) is given), `invalid_rate`, `n_rows`, `num_beams` (beam) or `decode` ("exact"),
     `wall_time_s`. With `return_ranks`, also the (E,) 1-based target ranks in the lists (0 = absent).
 
@@ -172,7 +178,10 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     if isinstance(examples, Examples):
         if max_rows is not None and max_rows < len(examples):
             examples = examples.subset(np.arange(max_rows))
-        table = ExampleTable.from_examples(examples, history_len_for(model, teacher))
+        hist_len = history_len_for(model, teacher)
+        if teacher is not None and teacher_exclude_history:  # the whole history leaves the teacher's ranking
+            hist_len = max(hist_len, int(examples.lengths.max(initial=0)))
+        table = ExampleTable.from_examples(examples, hist_len)
     else:
         table = examples
         if max_rows is not None and max_rows < len(table):
@@ -184,7 +193,7 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     t0 = time.perf_counter()
     kw = dict(num_beams=num_beams, top_k=max(ks) if exact else None, batch_size=batch_size, constrained=constrained,
               renormalize=renormalize, temperature=temperature, teacher=teacher, decode=decode, bf16=bf16,
-              edge_bias=edge_bias)
+              edge_bias=edge_bias, teacher_exclude_history=teacher_exclude_history)
     if distributed.is_distributed():  # each rank decodes whole batches of its share; gathered in row order
         gen = _sharded_generate(model, table, progress=progress and distributed.is_main(), **kw)
     else:

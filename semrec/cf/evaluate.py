@@ -19,6 +19,7 @@ from semrec.cf.base import CFTeacher, check_logits, teacher_name
 from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.metrics import DEFAULT_KS, rank_metrics, rank_of_targets
+from semrec.tca import exclude_history as mask_history
 
 # Scores (rows x items) held at once: bounds the (B, N) logits and their temporaries for large catalogues.
 SCORE_ELEMENTS = 1 << 25
@@ -67,17 +68,22 @@ def evaluate_teacher(model: CFTeacher, examples: Examples, *, ks: Sequence[int] 
 
 
 @torch.no_grad()
-def teacher_top_lists(model: CFTeacher, examples: Examples, k: int, *, batch_size: int = 1024) -> torch.Tensor:
-    """(E, k) CPU LongTensor: each example's k highest-scoring items (full ranking, history included)."""
+def teacher_top_lists(model: CFTeacher, examples: Examples, k: int, *, exclude_history: bool = False,
+                      batch_size: int = 1024) -> torch.Tensor:
+    """(E, k) CPU LongTensor: each example's k highest-scoring items (full ranking, history included unless
+    `exclude_history`: then every history item is left out, as `teacher_ranks` ranks)."""
     if len(examples) == 0:
         raise SemrecError("evaluation split is empty")
     was_training = model.training
     model.eval()
     device = model.item_emb.weight.device
     hist = torch.from_numpy(examples.padded_histories(model.history_len()))
+    full = torch.from_numpy(examples.padded_histories(max(1, int(examples.lengths.max())))) if exclude_history else None
     out = []
     for lo in range(0, len(examples), batch_size):
         scores = check_logits(model.item_logits(hist[lo:lo + batch_size].to(device)), teacher_name(model))
+        if full is not None:
+            scores = mask_history(scores, full[lo:lo + batch_size])
         out.append(scores.topk(k, dim=1).indices.cpu())
     model.train(was_training)
     return torch.cat(out)

@@ -36,13 +36,17 @@ class TeacherSpec:
 @dataclass
 class ModelSpec:
     """One generative model row: a semrec.models.MODELS name, its config, TrainConfig overrides on top
-    of the recipe's `train`, and an optional sweep {TrainConfig field: [values]} chosen on valid."""
+    of the recipe's `train`, and an optional sweep {TrainConfig field: [values]} chosen on valid:
+    `sweep_choice` "per_seed" keeps each seed's best value, "mean_over_seeds" the one value whose valid
+    metric averaged over the recipe's seeds is best (every seed then uses it; ties: the first in the grid).
+    Per seed, the choice follows that seed's models; averaged, it reads the seed-to-seed spread as noise."""
 
     name: str
     model: str = "tiger"
     config: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    sweep_choice: Literal["per_seed", "mean_over_seeds"] = "per_seed"
     tokenizer: str | None = None  # overrides the recipe's tokenizer for this row
     examples: str = "auto"  # training examples: auto | rows | prefixes (semrec.models.training_examples)
 
@@ -122,6 +126,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
                 raise SemrecError(f"{where}: model '{m.name}': cannot sweep '{key}': not a training option")
             if not m.sweep[key]:
                 raise SemrecError(f"{where}: model '{m.name}': sweep '{key}' has no values")
+        if m.sweep_choice != "per_seed" and not m.sweep:
+            raise SemrecError(f"{where}: model '{m.name}': sweep_choice '{m.sweep_choice}' needs a sweep")
         # validate the merged training config now, before any expensive stage runs
         train_config(recipe, m, seed=recipe.seeds[0] if recipe.seeds else 0)
     for tok in {recipe.tokenizer, *[m.tokenizer for m in recipe.models if m.tokenizer]}:

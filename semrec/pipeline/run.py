@@ -70,6 +70,7 @@ class Pipeline:
         self.data_key = dataset_fingerprint(self.dataset)
         self.protocol = self.dataset.protocol if self.dataset.protocol in TABLE_METRICS else "custom"
         self.popularity = train_popularity(self.dataset)
+        self.pooled_choices: dict[str, dict] = {}  # row name -> its sweep values chosen over all seeds
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
@@ -100,6 +101,12 @@ class Pipeline:
         from semrec.cf import CFTeacher
 
         return CFTeacher.from_pretrained(stage_dir / "teacher", device=resolve_device(self.recipe.device)).eval()
+
+    @staticmethod
+    def teacher_excludes_history(stage_dir: Path) -> bool:
+        """Whether a teacher stage was selected and scored with each row's history removed from its ranking
+        (`exclude_history`): its lists, its table row and CC against it then rank only the items not read."""
+        return bool(read_json(stage_dir / "metrics.json").get("exclude_history", False))
 
     def tokenization(self, scheme_path: str) -> Path:
         """The item IDs of a scheme: one artifact per recipe, whatever the run seeds. A collaborative scheme
@@ -200,6 +207,9 @@ class Pipeline:
             config["popularity_correction"] = float(popularity_correction)
         if new_items:
             config["rows"] = "new_items"
+        teacher_excludes = self.teacher_excludes_history(teacher_dir)
+        if teacher_excludes:  # only then: CC against a teacher ranking with its history kept keeps its keys
+            config["cc"] = "history_excluded"
         inputs = {"model": StageCache.key_of(model_dir), "teacher": StageCache.key_of(teacher_dir),
                   "data": self.data_key}
 
@@ -216,7 +226,7 @@ class Pipeline:
                                       num_beams=ev.num_beams, batch_size=ev.batch_size,
                                       max_rows=config["max_rows"], popularity=self.popularity,
                                       progress=self.progress, return_ranks=True, decode=ev.decode, bf16=ev.bf16,
-                                      edge_bias=bias)
+                                      edge_bias=bias, teacher_exclude_history=teacher_excludes)
             write_json(tmp / "metrics.json", metrics)
             np.save(tmp / "ranks.npy", ranks.astype(np.int64))
 
@@ -246,14 +256,16 @@ class Pipeline:
         return rows, base
 
     def teacher_diagnostics(self, teacher_dir: Path) -> tuple[dict, np.ndarray]:
-        """A teacher's top-10 list diagnostics on the test split and its test ranks within those lists."""
+        """A teacher's top-10 list diagnostics on the test split and its test ranks within those lists (its
+        lists leave the history out when it was scored that way)."""
         from semrec.cf.evaluate import teacher_top_lists
         from semrec.evaluation import ks_for, score_lists
 
         test = self.dataset.test
         if self.recipe.eval.max_test_rows is not None:
             test = test.subset(np.arange(min(len(test), self.recipe.eval.max_test_rows)))
-        lists = teacher_top_lists(self.load_teacher(teacher_dir), test, 10)
+        lists = teacher_top_lists(self.load_teacher(teacher_dir), test, 10,
+                                  exclude_history=self.teacher_excludes_history(teacher_dir))
         metrics, ranks = score_lists(lists, test.targets, ks_for(self.protocol), num_items=self.dataset.num_items,
                                      popularity=self.popularity)
         return {k: metrics[k] for k in DIAGNOSTICS if k in metrics}, ranks
@@ -306,7 +318,8 @@ class Pipeline:
                 tdir = teacher_dir if tname == r.teacher.model else self.teacher(tname, seed)
                 m = read_json(tdir / "metrics.json")
                 diag, ranks = self.teacher_diagnostics(tdir)
-                rows.append(ResultRow(name=_teacher_label(tname), model=tname, tokenizer=None, loss="ce", alpha=None,
+                label = _teacher_label(tname) + (", history excluded" if self.teacher_excludes_history(tdir) else "")
+                rows.append(ResultRow(name=label, model=tname, tokenizer=None, loss="ce", alpha=None,
                                       tau=None, **common, seed=seed, metrics={**m["test"], **diag},
                                       valid_metric=m["valid"].get(r.eval.select_on), vs_mostpop=_vs(ranks, base_ranks),
                                       wall_time_s=read_json(tdir / "stage.json")["seconds"]))
@@ -339,17 +352,42 @@ class Pipeline:
         distributed.barrier()
         return result
 
-    def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
-                  base_ranks: np.ndarray, common: dict) -> ResultRow:
-        """Train (or reuse) every sweep value of one model row, keep the best on valid, choose its decoding-time
-        popularity correction on valid (when the recipe lists strengths), score it on test."""
-        r = self.recipe
-        candidates = []
+    def sweep_candidates(self, spec: ModelSpec, tok_dir: Path, teacher_dir: Path,
+                         seed: int) -> list[tuple[float, dict, Path]]:
+        """Train (or reuse) the model of every sweep value of one row and seed: [(best valid metric, sweep
+        values, model stage)] in grid order (-inf where training recorded no valid metric)."""
+        out = []
         for sweep in _grid(spec.sweep):
             mdir = self.model(spec, tok_dir, teacher_dir, seed, sweep)
             valid = read_json(mdir / "train.json")["best_valid"]
-            candidates.append((valid if valid is not None else -math.inf, sweep, mdir))
-        best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
+            out.append((valid if valid is not None else -math.inf, sweep, mdir))
+        return out
+
+    def sweep_mean_over_seeds(self, spec: ModelSpec, tok_dir: Path) -> dict:
+        """`sweep_choice: mean_over_seeds`: the sweep values whose valid metric, averaged over every seed of
+        the recipe, is best (the first in grid order on ties), as {"sweep", "valid" (that mean)}. Trains (or
+        reuses) every seed's teacher and sweep models the first time a seed of the row asks."""
+        if spec.name not in self.pooled_choices:
+            per_seed = [self.sweep_candidates(spec, tok_dir, self.teacher(self.recipe.teacher.model, s), s)
+                        for s in self.recipe.seeds]
+            means = [float(np.mean([cands[i][0] for cands in per_seed])) for i in range(len(per_seed[0]))]
+            best = int(np.argmax(means))
+            self.pooled_choices[spec.name] = {"sweep": per_seed[0][best][1], "valid": means[best]}
+        return self.pooled_choices[spec.name]
+
+    def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
+                  base_ranks: np.ndarray, common: dict) -> ResultRow:
+        """Train (or reuse) every sweep value of one model row, keep the best on valid (this seed's, or the
+        mean over seeds: `ModelSpec.sweep_choice`), choose its decoding-time popularity correction on valid
+        (when the recipe lists strengths), score it on test."""
+        r = self.recipe
+        candidates = self.sweep_candidates(spec, tok_dir, teacher_dir, seed)
+        pooled = None
+        if spec.sweep_choice == "mean_over_seeds":
+            pooled = self.sweep_mean_over_seeds(spec, tok_dir)
+            best_valid, sweep, mdir = next(c for c in candidates if c[1] == pooled["sweep"])
+        else:
+            best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
         tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
         chosen, corrections = {}, None
         if r.eval.popularity_correction != [0.0]:  # on the valid rows training selected on
@@ -366,7 +404,9 @@ class Pipeline:
             tau=tcfg.tau, **common, seed=seed, metrics={k: v for k, v in metrics.items() if k != "wall_time_s"},
             baseline=baseline_of(r, spec), valid_metric=best_valid if math.isfinite(best_valid) else None,
             vs_mostpop=_vs(ranks, base_ranks),
-            selected_on_valid={**sweep, **chosen, r.eval.select_on: best_valid} if spec.sweep or chosen else None,
+            selected_on_valid=({**sweep, **chosen, r.eval.select_on: best_valid,
+                                **({f"{r.eval.select_on} mean over seeds": pooled["valid"]} if pooled else {})}
+                               if spec.sweep or chosen else None),
             sweep_valid=[{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
             correction_valid=corrections,
             train_wall_time_s=train_info["wall_time_s"], train_cpu_time_s=train_info.get("cpu_time_s"),

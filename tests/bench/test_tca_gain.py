@@ -119,3 +119,16 @@ def test_bad_pair_argument_is_one_line_exit_2(capsys):
     assert tca_gain.main(["--pair", "no_such_file:A=baselines:B", "--out-name", "never_written"]) == 2
     assert "no_such_file.json not found" in capsys.readouterr().err
     assert not (tca_gain.RESULTS / "never_written.json").exists()
+
+
+def test_teachers_scored_two_ways_are_two_rows():
+    """A teacher row scored without the history keeps its table name; it is not averaged with the plain ones."""
+    res = _result([0.010, 0.012], [0.020, 0.021])
+    for seed, (plain, excluded) in enumerate(((0.07, 0.05), (0.06, 0.04))):
+        res["rows"] += [{"name": name, "model": "sasrec", "loss": "ce", "seed": seed, "tokenizer": None,
+                         "ndcg@10": v, "hr@10": 2 * v} for name, v in (("SASRec", plain),
+                                                                         ("SASRec, history excluded", excluded))]
+    rows = {r["model"]: r for r in tca_gain.teachers([res]) if r["model"].startswith("SASRec")}
+    assert set(rows) == {"SASRec", "SASRec, history excluded"}
+    assert rows["SASRec"]["ndcg@10"][0] == pytest.approx(0.065)
+    assert rows["SASRec, history excluded"]["ndcg@10"][0] == pytest.approx(0.045)

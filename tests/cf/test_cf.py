@@ -352,3 +352,27 @@ def test_target_in_history_flags_each_repeat_row():
     assert target_in_history(ex).tolist() == [True, False, True, False]
     assert target_in_history_rate(ex) == 0.5
     assert target_in_history(ex.subset(np.arange(0))).shape == (0,) and target_in_history_rate(ex.subset(np.arange(0))) == 0.0
+
+
+def test_top_lists_without_the_history_equal_a_naive_ranking():
+    """teacher_top_lists(exclude_history=True): each row's k best items it has not read, whole history removed
+    (also items older than the teacher's window), in score order; agrees with teacher_ranks' exclusion."""
+    from semrec.cf.evaluate import teacher_ranks, teacher_top_lists
+
+    model = build("sasrec")
+    rng = np.random.default_rng(4)
+    ex = pattern_examples(25, rng, lo=2, hi=14)  # some histories longer than max_len 8
+    kept = teacher_top_lists(model, ex, 5)
+    lists = teacher_top_lists(model, ex, 5, exclude_history=True, batch_size=7)
+    with torch.no_grad():
+        scores = model.item_logits(torch.from_numpy(ex.padded_histories(8)))
+    for r in range(len(ex)):
+        seen = set(ex.history(r).tolist())
+        want = sorted((i for i in range(N) if i not in seen), key=lambda i: -float(scores[r, i]))[:5]
+        assert lists[r].tolist() == want
+        assert kept[r].tolist() == scores[r].topk(5).indices.tolist()
+    assert any(set(kept[r].tolist()) & set(ex.history(r).tolist()) for r in range(len(ex)))
+    # a row whose target is its best unread item has rank 1 in the excluded ranking
+    ranks = teacher_ranks(model, Examples.from_lists(ex.users, [ex.history(r) for r in range(len(ex))],
+                                                     lists[:, 0].numpy()), exclude_history=True)
+    assert (ranks == 1).all()

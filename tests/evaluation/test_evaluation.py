@@ -38,6 +38,16 @@ def test_metrics_equal_the_exhaustive_ranking_when_beams_cover_the_catalogue():
     with torch.no_grad():
         t_top1 = teacher.item_logits(table.histories).argmax(1)
     assert m["cc"] == pytest.approx(float((exact.argmax(1) == t_top1).float().mean()))
+    # against a teacher scored without the history: its top-1 among the items each row has not read (naive loop
+    # over every row's whole history, here up to 8 items as the table holds)
+    with torch.no_grad():
+        t_logits = teacher.item_logits(table.histories)
+    new_top1 = torch.tensor([max((i for i in range(n) if i not in set(ex.history(r).tolist())),
+                                 key=lambda i: t_logits[r, i]) for r in range(len(ex))])
+    assert not torch.equal(new_top1, t_top1)  # some rows' teacher top-1 is an item they have read
+    m_new = evaluate(model, ex, teacher=teacher, num_beams=n, ks=(1, 5, 10, 20), teacher_exclude_history=True)
+    assert m_new["cc"] == pytest.approx(float((exact.argmax(1) == new_top1).float().mean()))
+    assert m_new["hr@10"] == m["hr@10"]  # only CC changes
     assert m["coverage@20"] == 1.0 and m["invalid_rate"] == 0.0 and m["n_rows"] == 40
     # exact decoding ranks the same catalogue by the same scores: every metric agrees with the covering beam
     me = evaluate(model, ex, teacher=teacher, decode="exact", ks=(1, 5, 10, 20))

@@ -272,6 +272,84 @@ def test_popularity_correction_is_chosen_on_valid_then_decodes_test(tiny):
     assert sum(k.get("rows") == "new_items" for k in keys) == 2  # its own valid stages, at s = 0 and 2
 
 
+def test_a_sweep_chosen_on_the_mean_over_seeds(tiny):
+    """`sweep_choice: mean_over_seeds`: every seed's row uses the one alpha whose valid metric averaged over the
+    recipe's seeds is best, and records its own seed's valid beside that mean; the default (per seed) reuses the
+    same models and keeps each seed's best."""
+    out = tiny / "run_pooled"
+    recipe = load_recipe(tiny / "recipe.yaml", ["seeds=[0, 1]"])
+    recipe.models = [recipe.models[1]]
+    recipe.models[0].sweep_choice = "mean_over_seeds"
+    rows = [r for r in run_recipe(recipe, out, log=lambda m: None, progress=False)["rows"] if r["name"] == "T+TCA"]
+    valid = {(r["seed"], c["alpha"]): c["valid"] for r in rows for c in r["sweep_valid"]}
+    mean = {a: (valid[0, a] + valid[1, a]) / 2 for a in (0.1, 0.5)}
+    best = max(mean, key=mean.get)  # the first on ties, as the grid lists them
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["alpha"] == best and r["valid_metric"] == valid[r["seed"], best]
+        assert r["selected_on_valid"] == {"alpha": best, "ndcg@10": valid[r["seed"], best],
+                                          "ndcg@10 mean over seeds": pytest.approx(mean[best])}
+    assert "'ndcg@10 mean over seeds'" in (out / "results.md").read_text()
+    logs = []
+    recipe.models[0].sweep_choice = "per_seed"
+    rows2 = [r for r in run_recipe(recipe, out, log=logs.append, progress=False)["rows"] if r["name"] == "T+TCA"]
+    assert not [m for m in logs if m.startswith("[model") and "computing" in m]
+    for r in rows2:
+        assert r["alpha"] == max((0.1, 0.5), key=lambda a: valid[r["seed"], a])
+        assert "ndcg@10 mean over seeds" not in r["selected_on_valid"]
+    with pytest.raises(SemrecError, match="model 'x': sweep_choice 'mean_over_seeds' needs a sweep"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep_choice: mean_over_seeds}]"])
+    with pytest.raises(SemrecError, match="sweep_choice"):
+        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpha: [0.1]}, sweep_choice: pooled}]"])
+
+
+def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
+    """Two of three seeds prefer alpha .5 by .01 on valid, one prefers .1 by .05: the mean picks .1 for all;
+    equal means keep the grid's first value."""
+    from semrec.pipeline.recipe import ModelSpec, Recipe
+    from semrec.pipeline.run import Pipeline
+
+    def choose(valid: dict[int, list[float]]) -> dict:
+        p = Pipeline.__new__(Pipeline)  # the choice alone: no dataset, stages come from the stubs below
+        p.recipe, p.pooled_choices = Recipe(name="r", data="x", seeds=sorted(valid)), {}
+        monkeypatch.setattr(p, "teacher", lambda model, seed: seed)
+        monkeypatch.setattr(p, "sweep_candidates", lambda spec, tok, tdir, seed: [
+            (v, {"alpha": a}, f"model-{seed}-{a}") for v, a in zip(valid[tdir], (0.1, 0.5))])
+        spec = ModelSpec(name="x", sweep={"alpha": [0.1, 0.5]}, sweep_choice="mean_over_seeds")
+        got = p.sweep_mean_over_seeds(spec, None)
+        assert p.sweep_mean_over_seeds(spec, None) is got  # chosen once per row
+        return got
+
+    assert choose({0: [.30, .31], 1: [.40, .35], 2: [.20, .21]}) == {"sweep": {"alpha": 0.1}, "valid": pytest.approx(.30)}
+    assert choose({0: [.30, .31], 1: [.40, .40], 2: [.20, .21]})["sweep"] == {"alpha": 0.5}
+    assert choose({0: [.30, .20], 1: [.20, .30]})["sweep"] == {"alpha": 0.1}
+
+
+def test_a_teacher_scored_without_the_history_is_so_everywhere(tiny):
+    """A teacher trained with `exclude_history`: its table row says so, its top-10 lists (coverage, the MostPop
+    check) leave each row's history out as its own metrics do, and CC is against its top-1 among the items the
+    row has not read (evaluation stages of their own)."""
+    from semrec.cf import CFTeacher
+    from semrec.cf.evaluate import teacher_top_lists
+
+    out = tiny / "run_excluded"
+    recipe = load_recipe(tiny / "recipe.yaml", ["teacher.train.exclude_history=true"])
+    recipe.models = recipe.models[:1]
+    res = run_recipe(recipe, out, log=lambda m: None, progress=False)
+    assert [r["name"] for r in res["rows"]] == ["MostPop", "Random", "SASRec, history excluded", "T"]
+    run = RunDirectory(out)
+    teacher = CFTeacher.from_pretrained(run.teacher_stage(0) / "teacher").eval()
+    test = load_dataset(tiny / "data").test
+    lists = teacher_top_lists(teacher, test, 10, exclude_history=True)
+    assert not any(set(lists[r].tolist()) & set(test.history(r).tolist()) for r in range(len(test)))
+    assert res["rows"][2]["coverage@10"] == pytest.approx(torch.unique(lists).numel() / 40)
+    model = load_model(run.model_stage(run.rows[3]) / "model")
+    want = evaluate(model, test, teacher=teacher, teacher_exclude_history=True)
+    assert res["rows"][3]["cc"] == pytest.approx(want["cc"])
+    keys = [json.loads(p.read_text())["config"] for p in (out / "stages").glob("eval-test-*/stage.json")]
+    assert [k.get("cc") for k in keys] == ["history_excluded"]
+
+
 def test_recipe_errors_are_one_line(tiny, capsys):
     bad = yaml.safe_load((tiny / "recipe.yaml").read_text())
     bad["trian"] = {}
