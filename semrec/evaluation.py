@@ -71,8 +71,9 @@ def generate(model, table: ExampleTable, *, num_beams: int = 10, top_k: int | No
     `decode="exact"`: the exact top-`top_k` lists, `num_beams` and `constrained` unused). Returns CPU tensors
     `items` (E, K), `scores` (E, K) in row order, the invalid counts and, with a teacher, `teacher_matches`:
     rows whose generated top-1 is the teacher's top-1 (among the items not in the row's history when
-    `teacher_exclude_history`: a teacher ranked without the history, as it was scored). bf16: see `beam_search` (beam search only). edge_bias:
-    (E,) scores added along the trie's edges in either decoding (`semrec.decoding.popularity_bias`)."""
+    `teacher_exclude_history`: a teacher ranked without the history, as it was scored). bf16: see
+    `beam_search` (beam search only). edge_bias: (E,) scores added along the trie's edges in either decoding
+    (`semrec.decoding.popularity_bias`)."""
     from tqdm.auto import tqdm
 
     dev = model.device

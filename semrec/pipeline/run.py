@@ -70,7 +70,7 @@ class Pipeline:
         self.data_key = dataset_fingerprint(self.dataset)
         self.protocol = self.dataset.protocol if self.dataset.protocol in TABLE_METRICS else "custom"
         self.popularity = train_popularity(self.dataset)
-        self.pooled_choices: dict[str, dict] = {}  # row name -> its sweep values chosen over all seeds
+        self.choices_over_seeds: dict[str, dict] = {}  # row name -> its sweep values chosen over all seeds
 
     # -- stages ---------------------------------------------------------------------------------
     def teacher(self, model_name: str, seed: int) -> Path:
@@ -367,13 +367,13 @@ class Pipeline:
         """`sweep_choice: mean_over_seeds`: the sweep values whose valid metric, averaged over every seed of
         the recipe, is best (the first in grid order on ties), as {"sweep", "valid" (that mean)}. Trains (or
         reuses) every seed's teacher and sweep models the first time a seed of the row asks."""
-        if spec.name not in self.pooled_choices:
+        if spec.name not in self.choices_over_seeds:
             per_seed = [self.sweep_candidates(spec, tok_dir, self.teacher(self.recipe.teacher.model, s), s)
                         for s in self.recipe.seeds]
             means = [float(np.mean([cands[i][0] for cands in per_seed])) for i in range(len(per_seed[0]))]
             best = int(np.argmax(means))
-            self.pooled_choices[spec.name] = {"sweep": per_seed[0][best][1], "valid": means[best]}
-        return self.pooled_choices[spec.name]
+            self.choices_over_seeds[spec.name] = {"sweep": per_seed[0][best][1], "valid": means[best]}
+        return self.choices_over_seeds[spec.name]
 
     def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
                   base_ranks: np.ndarray, common: dict) -> ResultRow:
@@ -382,10 +382,10 @@ class Pipeline:
         (when the recipe lists strengths), score it on test."""
         r = self.recipe
         candidates = self.sweep_candidates(spec, tok_dir, teacher_dir, seed)
-        pooled = None
+        over_seeds = None
         if spec.sweep_choice == "mean_over_seeds":
-            pooled = self.sweep_mean_over_seeds(spec, tok_dir)
-            best_valid, sweep, mdir = next(c for c in candidates if c[1] == pooled["sweep"])
+            over_seeds = self.sweep_mean_over_seeds(spec, tok_dir)
+            best_valid, sweep, mdir = next(c for c in candidates if c[1] == over_seeds["sweep"])
         else:
             best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
         tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
@@ -405,7 +405,7 @@ class Pipeline:
             baseline=baseline_of(r, spec), valid_metric=best_valid if math.isfinite(best_valid) else None,
             vs_mostpop=_vs(ranks, base_ranks),
             selected_on_valid=({**sweep, **chosen, r.eval.select_on: best_valid,
-                                **({f"{r.eval.select_on} mean over seeds": pooled["valid"]} if pooled else {})}
+                                **({f"{r.eval.select_on} mean over seeds": over_seeds["valid"]} if over_seeds else {})}
                                if spec.sweep or chosen else None),
             sweep_valid=[{**c[1], "valid": c[0]} for c in candidates] if spec.sweep else None,
             correction_valid=corrections,

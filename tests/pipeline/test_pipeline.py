@@ -300,7 +300,8 @@ def test_a_sweep_chosen_on_the_mean_over_seeds(tiny):
     with pytest.raises(SemrecError, match="model 'x': sweep_choice 'mean_over_seeds' needs a sweep"):
         load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep_choice: mean_over_seeds}]"])
     with pytest.raises(SemrecError, match="sweep_choice"):
-        load_recipe(tiny / "recipe.yaml", ["models=[{name: x, model: tiger, sweep: {alpha: [0.1]}, sweep_choice: pooled}]"])
+        load_recipe(tiny / "recipe.yaml",
+                    ["models=[{name: x, model: tiger, sweep: {alpha: [0.1]}, sweep_choice: pooled}]"])
 
 
 def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
@@ -311,7 +312,7 @@ def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
 
     def choose(valid: dict[int, list[float]]) -> dict:
         p = Pipeline.__new__(Pipeline)  # the choice alone: no dataset, stages come from the stubs below
-        p.recipe, p.pooled_choices = Recipe(name="r", data="x", seeds=sorted(valid)), {}
+        p.recipe, p.choices_over_seeds = Recipe(name="r", data="x", seeds=sorted(valid)), {}
         monkeypatch.setattr(p, "teacher", lambda model, seed: seed)
         monkeypatch.setattr(p, "sweep_candidates", lambda spec, tok, tdir, seed: [
             (v, {"alpha": a}, f"model-{seed}-{a}") for v, a in zip(valid[tdir], (0.1, 0.5))])
@@ -320,7 +321,8 @@ def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
         assert p.sweep_mean_over_seeds(spec, None) is got  # chosen once per row
         return got
 
-    assert choose({0: [.30, .31], 1: [.40, .35], 2: [.20, .21]}) == {"sweep": {"alpha": 0.1}, "valid": pytest.approx(.30)}
+    got = choose({0: [.30, .31], 1: [.40, .35], 2: [.20, .21]})
+    assert got == {"sweep": {"alpha": 0.1}, "valid": pytest.approx(.30)}
     assert choose({0: [.30, .31], 1: [.40, .40], 2: [.20, .21]})["sweep"] == {"alpha": 0.5}
     assert choose({0: [.30, .20], 1: [.20, .30]})["sweep"] == {"alpha": 0.1}
 
