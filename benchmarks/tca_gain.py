@@ -123,7 +123,7 @@ def most_popular(results: list[dict]) -> list[dict]:
                 found.add(res["dataset"])
                 rows.append({"dataset": res["dataset"], "model": "MostPop", "seeds": [],
                              "ndcg@10": (r.metrics["ndcg@10"], 0.0), "hr@10": (r.metrics["hr@10"], 0.0),
-                             "source": f"{res['recipe']}.json"})
+                             "source": res.get("file", f"{res['recipe']}.json")})
     base = RESULTS / "baselines.json"
     if base.exists():
         for r in json.loads(base.read_text())["rows"]:
@@ -242,7 +242,7 @@ def load_result(name: str) -> dict:
     p = RESULTS / f"{name}.json"
     if not p.exists():
         raise ValueError(f"{p.name} not found under benchmarks/results")
-    return json.loads(p.read_text())
+    return {**json.loads(p.read_text()), "file": p.name}  # a recipe run under another --name: its own file
 
 
 def main(argv: list[str] | None = None) -> int:

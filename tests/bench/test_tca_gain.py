@@ -132,3 +132,12 @@ def test_teachers_scored_two_ways_are_two_rows():
     assert set(rows) == {"SASRec", "SASRec, history excluded"}
     assert rows["SASRec"]["ndcg@10"][0] == pytest.approx(0.065)
     assert rows["SASRec, history excluded"]["ndcg@10"][0] == pytest.approx(0.045)
+
+
+def test_mostpop_source_is_the_results_file_read():
+    """A recipe run stored under another name (`run_recipe.py --name`): MostPop's source is that file."""
+    name = "office_tiger_tca_new_item_teacher_5seeds_long_cpu"
+    res = tca_gain.load_result(name)
+    assert res["recipe"] != name
+    (pop,) = tca_gain.most_popular([res])
+    assert pop["source"] == f"{name}.json"
