@@ -365,14 +365,16 @@ class Pipeline:
 
     def sweep_mean_over_seeds(self, spec: ModelSpec, tok_dir: Path) -> dict:
         """`sweep_choice: mean_over_seeds`: the sweep values whose valid metric, averaged over every seed of
-        the recipe, is best (the first in grid order on ties), as {"sweep", "valid" (that mean)}. Trains (or
-        reuses) every seed's teacher and sweep models the first time a seed of the row asks."""
+        the recipe, is best (the first in grid order on ties), as {"sweep", "valid" (that mean), "index" (its
+        place in the grid), "candidates" ({seed: `sweep_candidates`})}. Trains (or reuses) every seed's teacher
+        and sweep models the first time a seed of the row asks."""
         if spec.name not in self.choices_over_seeds:
-            per_seed = [self.sweep_candidates(spec, tok_dir, self.teacher(self.recipe.teacher.model, s), s)
-                        for s in self.recipe.seeds]
-            means = [float(np.mean([cands[i][0] for cands in per_seed])) for i in range(len(per_seed[0]))]
+            per_seed = {s: self.sweep_candidates(spec, tok_dir, self.teacher(self.recipe.teacher.model, s), s)
+                        for s in self.recipe.seeds}
+            means = np.mean([[c[0] for c in cands] for cands in per_seed.values()], axis=0)
             best = int(np.argmax(means))
-            self.choices_over_seeds[spec.name] = {"sweep": per_seed[0][best][1], "valid": means[best]}
+            self.choices_over_seeds[spec.name] = {"sweep": _grid(spec.sweep)[best], "valid": float(means[best]),
+                                                  "index": best, "candidates": per_seed}
         return self.choices_over_seeds[spec.name]
 
     def model_row(self, spec: ModelSpec, scheme: str, tok_dir: Path, teacher_dir: Path, seed: int,
@@ -381,12 +383,13 @@ class Pipeline:
         mean over seeds: `ModelSpec.sweep_choice`), choose its decoding-time popularity correction on valid
         (when the recipe lists strengths), score it on test."""
         r = self.recipe
-        candidates = self.sweep_candidates(spec, tok_dir, teacher_dir, seed)
         over_seeds = None
-        if spec.sweep_choice == "mean_over_seeds":
+        if spec.sweep_choice == "mean_over_seeds":  # every seed's candidates were gathered for the choice
             over_seeds = self.sweep_mean_over_seeds(spec, tok_dir)
-            best_valid, sweep, mdir = next(c for c in candidates if c[1] == over_seeds["sweep"])
+            candidates = over_seeds["candidates"][seed]
+            best_valid, sweep, mdir = candidates[over_seeds["index"]]
         else:
+            candidates = self.sweep_candidates(spec, tok_dir, teacher_dir, seed)
             best_valid, sweep, mdir = max(candidates, key=lambda c: c[0])
         tcfg = train_config(r, spec, seed=seed, sweep_values=sweep)
         chosen, corrections = {}, None

@@ -322,7 +322,8 @@ def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
         return got
 
     got = choose({0: [.30, .31], 1: [.40, .35], 2: [.20, .21]})
-    assert got == {"sweep": {"alpha": 0.1}, "valid": pytest.approx(.30)}
+    assert (got["sweep"], got["valid"], got["index"]) == ({"alpha": 0.1}, pytest.approx(.30), 0)
+    assert [c[2] for c in got["candidates"][1]] == ["model-1-0.1", "model-1-0.5"]  # each seed's own stages
     assert choose({0: [.30, .31], 1: [.40, .40], 2: [.20, .21]})["sweep"] == {"alpha": 0.5}
     assert choose({0: [.30, .20], 1: [.20, .30]})["sweep"] == {"alpha": 0.1}
 
