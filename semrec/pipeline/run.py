@@ -173,8 +173,9 @@ class Pipeline:
             teacher = self.load_teacher(teacher_dir) if needs_teacher else None
             train_ex = training_examples(self.dataset, model.max_history, spec.examples,
                                          every_item=model.learns_every_item)
+            excluded = needs_teacher and self.teacher_excludes_history(teacher_dir)  # valid CC as in the tables
             res = Trainer(model, tcfg, train_ex, valid=self.dataset.valid, teacher=teacher, out_dir=work,
-                          protocol=self.protocol).fit(resume=True)
+                          protocol=self.protocol, teacher_exclude_history=excluded).fit(resume=True)
             model.save_pretrained(tmp / "model")
             write_json(tmp / "train.json", {
                 "label": label, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,

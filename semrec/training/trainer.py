@@ -118,9 +118,11 @@ class GenerativeTask(TrainingTask):
     """Training a GenerativeRecommender on rows of an ExampleTable (see the module docstring)."""
 
     def __init__(self, model, cfg: TrainConfig, train: ExampleTable, valid: ExampleTable | None, *,
-                 teacher=None, teacher_logits: TeacherLogits | None = None, protocol: str = "T"):
+                 teacher=None, teacher_logits: TeacherLogits | None = None, protocol: str = "T",
+                 teacher_exclude_history: bool = False):
         self.name, self.model, self.cfg, self.train, self.valid = model.arch, model, cfg, train, valid
         self.teacher, self.teacher_logits, self.protocol = teacher, teacher_logits, protocol
+        self.teacher_exclude_history = teacher_exclude_history
         self.monitor, self.validates, self.generators = cfg.monitor, valid is not None, {}
 
     def prepare(self, device: torch.device) -> torch.nn.Module:
@@ -180,7 +182,8 @@ class GenerativeTask(TrainingTask):
         cfg = self.cfg
         return evaluate(self.model, self.valid, teacher=self.teacher, protocol=self.protocol,
                         num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, max_rows=cfg.valid_max_rows,
-                        renormalize=cfg.msl, temperature=cfg.tau, progress=cfg.progress)
+                        renormalize=cfg.msl, temperature=cfg.tau, progress=cfg.progress,
+                        teacher_exclude_history=self.teacher_exclude_history)
 
     def fingerprint(self) -> dict:
         return config_to_dict(self.cfg)
@@ -227,7 +230,9 @@ class Trainer:
 
     def __init__(self, model, config: TrainConfig, train: Examples | ExampleTable, *,
                  valid: Examples | ExampleTable | None = None, teacher=None, teacher_logits: Any = None,
-                 out_dir: str | Path | None = None, protocol: str = "T"):
+                 out_dir: str | Path | None = None, protocol: str = "T", teacher_exclude_history: bool = False):
+        """`teacher_exclude_history`: the teacher ranks only the items a row has not read (it was scored that
+        way, `exclude_history`), so the validation CC is against its best unread item, as in the evaluation."""
         self.model = model
         self.cfg = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -237,7 +242,10 @@ class Trainer:
         if valid is not None and config.valid_rows == "new_items":
             valid = new_item_rows(valid)
         if valid is not None and not isinstance(valid, ExampleTable):
-            valid = ExampleTable.from_examples(valid, hist_len)
+            valid_len = hist_len
+            if teacher is not None and teacher_exclude_history:  # the whole history leaves the teacher's ranking
+                valid_len = max(valid_len, int(valid.lengths.max(initial=0)))
+            valid = ExampleTable.from_examples(valid, valid_len)
         if len(train) == 0:
             raise SemrecError("training: no training examples")
         n_items = model.codes.shape[0]
@@ -252,7 +260,7 @@ class Trainer:
                 raise SemrecError(f"precomputed teacher logits have {teacher_logits.shape[0]} rows, "
                                   f"training examples {len(train)}")
         self.task = GenerativeTask(model, config, train, valid, teacher=teacher, teacher_logits=source,
-                                   protocol=protocol)
+                                   protocol=protocol, teacher_exclude_history=teacher_exclude_history)
 
     def fit(self, *, resume: bool = True) -> TrainResult:
         """Train (resuming from out_dir/checkpoints/last if present and `resume`) and return a TrainResult.

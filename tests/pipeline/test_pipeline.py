@@ -1,5 +1,6 @@
 """`semrec run`: a recipe end to end on a tiny real-format dataset, stage reuse, and bad recipes."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -331,15 +332,15 @@ def test_the_mean_over_seeds_can_overrule_most_seeds(monkeypatch):
 def test_a_teacher_scored_without_the_history_is_so_everywhere(tiny):
     """A teacher trained with `exclude_history`: its table row says so, its top-10 lists (coverage, the MostPop
     check) leave each row's history out as its own metrics do, and CC is against its top-1 among the items the
-    row has not read (evaluation stages of their own)."""
+    row has not read (evaluation stages of their own; the training curves' valid CC too)."""
     from semrec.cf import CFTeacher
     from semrec.cf.evaluate import teacher_top_lists
 
     out = tiny / "run_excluded"
     recipe = load_recipe(tiny / "recipe.yaml", ["teacher.train.exclude_history=true"])
-    recipe.models = recipe.models[:1]
+    recipe.models = [dataclasses.replace(recipe.models[1], sweep={}, train={"loss": "tca", "alpha": 0.5})]
     res = run_recipe(recipe, out, log=lambda m: None, progress=False)
-    assert [r["name"] for r in res["rows"]] == ["MostPop", "Random", "SASRec, history excluded", "T"]
+    assert [r["name"] for r in res["rows"]] == ["MostPop", "Random", "SASRec, history excluded", "T+TCA"]
     run = RunDirectory(out)
     teacher = CFTeacher.from_pretrained(run.teacher_stage(0) / "teacher").eval()
     test = load_dataset(tiny / "data").test
@@ -349,6 +350,10 @@ def test_a_teacher_scored_without_the_history_is_so_everywhere(tiny):
     model = load_model(run.model_stage(run.rows[3]) / "model")
     want = evaluate(model, test, teacher=teacher, teacher_exclude_history=True)
     assert res["rows"][3]["cc"] == pytest.approx(want["cc"])
+    curve = json.loads((run.model_stage(run.rows[3]) / "train.json").read_text())["history"]
+    valid = load_dataset(tiny / "data").valid
+    want_valid = evaluate(model, valid, teacher=teacher, teacher_exclude_history=True, max_rows=20)
+    assert curve[-1]["valid_cc"] == pytest.approx(want_valid["cc"])
     keys = [json.loads(p.read_text())["config"] for p in (out / "stages").glob("eval-test-*/stage.json")]
     assert [k.get("cc") for k in keys] == ["history_excluded"]
 

@@ -245,3 +245,40 @@ def test_valid_rows_new_items_validates_on_the_rows_whose_target_is_not_in_the_h
     assert res.best_metric == evaluate(model, sub, num_beams=10, batch_size=32)["hr@10"]
     with pytest.raises(SemrecError, match="valid_rows 'new_items': every valid row's target is in its history"):
         new_item_rows(Examples.from_lists([0, 1], [[3, 4], [5]], [4, 5]))
+
+
+def test_validation_cc_follows_a_teacher_scored_without_the_history():
+    """With `teacher_exclude_history` the per-epoch valid CC is the evaluation's: against the teacher's best item
+    among those the row has not read, the whole history (longer than the teacher's window here) left out."""
+    from semrec.evaluation import generate
+
+    valid = examples(48, N, seed=3, max_len=30)
+    cfg = TrainConfig(epochs=1, **FAST, monitor="hr@10")  # NTP: the teacher only scores the validation
+
+    def trained(teacher_=None, exclude=False):
+        model = build_model("tiger", TOK, TIGER_TINY, seed=0)
+        return model, Trainer(model, cfg, TRAIN, valid=valid, teacher=teacher_, teacher_exclude_history=exclude).fit()
+
+    model, _ = trained()
+    table = ExampleTable.from_examples(valid, 30)
+    top1 = generate(model, table, num_beams=10)["items"][:, 0]
+    fav = int(torch.mode(top1).values)  # the student's most frequent first item
+    t = teacher()
+
+    def repeat_then_fav(histories, lengths=None):  # (B, L) left-padded -> the last item read first, then `fav`
+        logits = torch.zeros(len(histories), N)
+        logits[:, fav] = 1.0
+        logits[torch.arange(len(histories)), histories[:, -1]] = 2.0
+        return logits
+
+    t.item_logits = repeat_then_fav
+    read = [set(table.histories[r][table.histories[r] >= 0].tolist()) for r in range(len(table))]
+    last = table.histories[:, -1]
+    plain = float((top1 == last).float().mean())
+    excluded = np.mean([int(top1[r]) == fav and fav not in read[r] for r in range(len(table))])
+    assert plain < excluded
+    window = [set(table.histories[r, -t.max_len:].tolist()) for r in range(len(table))]
+    assert any(fav in read[r] and fav not in window[r] for r in range(len(table)))  # read before the window
+    for exclude, want in ((False, plain), (True, excluded)):
+        _, res = trained(t, exclude)
+        assert res.history[-1]["valid_cc"] == pytest.approx(want)
