@@ -43,9 +43,14 @@ def ks_for(protocol: str) -> tuple[int, ...]:
     return PROTOCOL_KS.get(protocol, (1, 3, 5, 10))
 
 
-def history_len_for(model, teacher=None) -> int:
-    """History columns to keep: what the model reads and what the teacher reads, whichever is longer."""
-    return max(model.max_history, int(getattr(teacher, "max_len", 0) or 0))
+def history_len_for(model, teacher=None, examples: Examples | None = None, *,
+                    teacher_exclude_history: bool = False) -> int:
+    """History columns to keep: what the model reads and what the teacher reads, whichever is longer; with a
+    teacher ranking only unread items (`teacher_exclude_history`), every row's whole history in `examples`."""
+    n = max(model.max_history, int(getattr(teacher, "max_len", 0) or 0))
+    if teacher is not None and teacher_exclude_history and examples is not None:
+        n = max(n, int(examples.lengths.max(initial=0)))
+    return n
 
 
 def target_ranks(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -179,9 +184,7 @@ def evaluate(model, examples: Examples | ExampleTable, *, teacher=None, protocol
     if isinstance(examples, Examples):
         if max_rows is not None and max_rows < len(examples):
             examples = examples.subset(np.arange(max_rows))
-        hist_len = history_len_for(model, teacher)
-        if teacher is not None and teacher_exclude_history:  # the whole history leaves the teacher's ranking
-            hist_len = max(hist_len, int(examples.lengths.max(initial=0)))
+        hist_len = history_len_for(model, teacher, examples, teacher_exclude_history=teacher_exclude_history)
         table = ExampleTable.from_examples(examples, hist_len)
     else:
         table = examples

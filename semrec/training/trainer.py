@@ -30,7 +30,7 @@ from semrec.data.dataset import Examples
 from semrec.errors import SemrecError
 from semrec.artifacts import read_json
 from semrec.data.examples import ExampleTable
-from semrec.evaluation import evaluate
+from semrec.evaluation import evaluate, history_len_for
 from semrec.tca import CollaborativeTokenizer, exclude_history
 from semrec.training.config import RESUMABLE_CHANGES, TrainConfig
 from semrec.training.loop import EpochSummary, LoopConfig, StepLoss, TrainingLoop, TrainingTask
@@ -237,15 +237,13 @@ class Trainer:
         self.cfg = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = resolve_device(config.device)
-        hist_len = max(model.max_history, int(getattr(teacher, "max_len", 0) or 0))
+        hist_len = history_len_for(model, teacher)
         train = train if isinstance(train, ExampleTable) else ExampleTable.from_examples(train, hist_len)
         if valid is not None and config.valid_rows == "new_items":
             valid = new_item_rows(valid)
         if valid is not None and not isinstance(valid, ExampleTable):
-            valid_len = hist_len
-            if teacher is not None and teacher_exclude_history:  # the whole history leaves the teacher's ranking
-                valid_len = max(valid_len, int(valid.lengths.max(initial=0)))
-            valid = ExampleTable.from_examples(valid, valid_len)
+            valid = ExampleTable.from_examples(
+                valid, history_len_for(model, teacher, valid, teacher_exclude_history=teacher_exclude_history))
         if len(train) == 0:
             raise SemrecError("training: no training examples")
         n_items = model.codes.shape[0]
